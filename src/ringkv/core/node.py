@@ -1,0 +1,336 @@
+"""The Node: one ringkv process's protocol logic, with no I/O.
+
+Theory of operation (the shape of etcd's raft ``RawNode``). The runtime (or
+the simulator, or a test) feeds the node inputs and drains its outputs:
+
+* ``submit(request, token, now_ms)``: a client request; ``token`` is opaque to
+  the node and comes back with the reply;
+* ``tick(now_ms)``: time passed; the node does its bounded background work
+  (reclaiming expired keys);
+* ``take_replies()``: the outbox of ``(token, result)`` pairs.
+
+A result is a plain value or an ``OpError``. The runtime must call
+``engine.flush()`` before it releases any reply taken after a write, so that
+nothing is acknowledged before it is durable (group commit).
+
+A server is a one-node cluster: with effective N = 1 the node is the only home
+replica of every key, so it applies a mutation atomically to its own storage;
+this is the same path a replicated write takes on each replica, and the path
+through which every front end (RESP, HTTP, embedded) goes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ringkv.core import ops
+from ringkv.core.clocks import HlcClock
+from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, NodeConfig
+from ringkv.core.errors import ErrorKind, OpError
+from ringkv.core.record import (
+    ConflictMode,
+    RecordError,
+    Version,
+    WriteSpec,
+    live_versions,
+    lww_order_key,
+    new_write,
+    pack_record,
+    record_vv,
+    unpack_record,
+)
+from ringkv.storage.base import Engine, StorageError, Table
+
+__all__ = [
+    "Count",
+    "Flush",
+    "Mutate",
+    "Node",
+    "PutAllIfAbsent",
+    "Read",
+    "ReadResult",
+    "RandomKey",
+    "Request",
+    "Scan",
+    "ScanResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    keyspace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Mutate:
+    keyspace: str
+    key: bytes
+    mutation: ops.Mutation
+
+
+@dataclass(frozen=True, slots=True)
+class PutAllIfAbsent:
+    """MSETNX: all or nothing, atomic only where one replica holds every key."""
+
+    keyspace: str
+    items: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    keyspace: str
+    cursor: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    keyspace: str
+
+
+@dataclass(frozen=True, slots=True)
+class RandomKey:
+    keyspace: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """FLUSHDB / FLUSHALL: drop every key of one keyspace, or of all (None)."""
+
+    keyspace: str | None
+
+
+Request: TypeAlias = Read | Mutate | PutAllIfAbsent | Scan | Count | RandomKey | Flush
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """The live siblings of a key (newest last) and the causal context to write with."""
+
+    versions: list[Version]
+    context: dict[str, int]
+
+    @property
+    def newest(self) -> Version | None:
+        return self.versions[-1] if self.versions else None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    keys: list[bytes]
+    cursor: int  # 0 when the walk is complete
+
+
+class Node:
+    """Protocol logic of one node; see the module docstring for the interface."""
+
+    def __init__(
+        self, config: NodeConfig, engine: Engine, rng: random.Random, now_ms: int
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.engine = engine
+        self.rng = rng
+        self.hlc = HlcClock()
+        self.hlc.now(now_ms)
+        self.limits = ops.Limits(max_value_bytes=config.max_value_bytes)
+        self.keyspaces: dict[str, KeyspaceSpec] = {
+            DEFAULT_KEYSPACE: KeyspaceSpec(name=DEFAULT_KEYSPACE)
+        }
+        self.cluster_size = 1
+        self.expired_keys = 0
+        self._tables: dict[str, Table] = {}
+        self._replies: list[tuple[object, object]] = []
+
+    # -- inputs -----------------------------------------------------------
+
+    def submit(self, request: Request, token: object, now_ms: int) -> None:
+        """Take a client request; its reply appears in ``take_replies``."""
+        try:
+            result = self._execute(request, now_ms)
+        except StorageError as exc:
+            kind = ErrorKind.OUT_OF_MEMORY if "OOM" in str(exc) else ErrorKind.UNAVAILABLE
+            code = "OOM" if kind is ErrorKind.OUT_OF_MEMORY else "ERR"
+            message = str(exc).removeprefix("OOM ")
+            result = OpError(kind, message, code=code)
+        self._replies.append((token, result))
+
+    def tick(self, now_ms: int) -> None:
+        """Background work bounded per call: reclaim expired keys."""
+        budget = self.config.expire_reclaim_per_tick
+        for name in list(self._tables):
+            table = self._tables[name]
+            for key in table.expiry_candidates(now_ms, budget):
+                raw = table.get(key)
+                if raw is None:
+                    continue
+                versions = self._decode(raw)
+                if not live_versions(versions, now_ms):
+                    table.delete(key)
+                    self.expired_keys += 1
+
+    def take_replies(self) -> list[tuple[object, object]]:
+        replies, self._replies = self._replies, []
+        return replies
+
+    # -- requests ---------------------------------------------------------
+
+    def _execute(self, request: Request, now_ms: int) -> object:
+        match request:
+            case Read(keyspace=ks, key=key):
+                return self._read(ks, key, now_ms)
+            case Mutate(keyspace=ks, key=key, mutation=mutation):
+                return self._mutate(ks, key, mutation, now_ms)
+            case PutAllIfAbsent(keyspace=ks, items=items):
+                return self._put_all_if_absent(ks, items, now_ms)
+            case Scan(keyspace=ks, cursor=cursor, count=count):
+                table = self._table_or_error(ks)
+                if isinstance(table, OpError):
+                    return table
+                keys, next_cursor = table.scan(cursor, min(count, self.config.scan_count_max))
+                return ScanResult(keys, next_cursor)
+            case Count(keyspace=ks):
+                table = self._table_or_error(ks)
+                return table if isinstance(table, OpError) else table.count()
+            case RandomKey(keyspace=ks):
+                return self._random_key(ks, now_ms)
+            case Flush(keyspace=ks):
+                names = list(self.keyspaces) if ks is None else [ks]
+                for name in names:
+                    self._table(name).clear()
+                return True
+
+    def _read(self, keyspace: str, key: bytes, now_ms: int) -> ReadResult | OpError:
+        table = self._table_or_error(keyspace)
+        if isinstance(table, OpError):
+            return table
+        if len(key) > self.config.max_key_bytes:
+            return self._key_too_large(key)
+        raw = table.get(key)
+        if raw is None:
+            return ReadResult([], {})
+        versions = self._decode(raw)
+        return ReadResult(live_versions(versions, now_ms), record_vv(versions))
+
+    def _mutate(
+        self, keyspace: str, key: bytes, mutation: ops.Mutation, now_ms: int
+    ) -> object:
+        table = self._table_or_error(keyspace)
+        if isinstance(table, OpError):
+            return table
+        if len(key) > self.config.max_key_bytes:
+            return self._key_too_large(key)
+        raw = table.get(key)
+        versions = self._decode(raw) if raw is not None else []
+        live = live_versions(versions, now_ms)
+        current = max(live, key=lww_order_key) if live else None
+        outcome = mutation.apply(current, now_ms, self.limits)
+        if isinstance(outcome.result, OpError) or not outcome.writes:
+            return outcome.result
+        if outcome.delete:
+            # Effective N = 1: this node is the key's only home replica, so
+            # the tombstone would be purged at once; remove the key instead.
+            table.delete(key)
+            return outcome.result
+        assert outcome.value is not None
+        if len(outcome.value) > self.config.max_value_bytes:
+            return self._value_too_large(outcome.value)
+        spec = self.keyspaces[keyspace]
+        # A read-modify-write saw every version it read; a blind write in a
+        # causal keyspace saw nothing, and so becomes a sibling.
+        saw = None if (mutation.blind and spec.mode is ConflictMode.CAUSAL) else record_vv(versions)
+        write = WriteSpec(
+            value=outcome.value,
+            hlc=self.hlc.now(now_ms),
+            node=self.config.node_id,
+            expires_at_ms=outcome.expires_at_ms,
+        )
+        new = new_write(versions, write, spec.mode, saw)
+        if len(new) > self.config.siblings_max:
+            return OpError(
+                ErrorKind.INVALID,
+                f"key has {len(new) - 1} siblings, the most this keyspace keeps; "
+                "read them with RINGKV.SIBLINGS and write with their CONTEXT to resolve",
+                code="SIBLINGS",
+            )
+        table.put(key, pack_record(new), _record_expiry(new))
+        return outcome.result
+
+    def _put_all_if_absent(
+        self, keyspace: str, items: tuple[tuple[bytes, bytes], ...], now_ms: int
+    ) -> object:
+        spec = self.keyspaces.get(keyspace)
+        if spec is not None and spec.effective_n(self.cluster_size) > 1:
+            return OpError(
+                ErrorKind.WRONG_LEVEL,
+                "MSETNX needs one replica holding every key; use a strong keyspace",
+                code="WRONGLEVEL",
+            )
+        for key, _ in items:
+            read = self._read(keyspace, key, now_ms)
+            if isinstance(read, OpError):
+                return read
+            if read.versions:
+                return False
+        for key, value in items:
+            result = self._mutate(keyspace, key, ops.Put(value), now_ms)
+            if isinstance(result, OpError):
+                return result
+        return True
+
+    def _random_key(self, keyspace: str, now_ms: int) -> bytes | None | OpError:
+        table = self._table_or_error(keyspace)
+        if isinstance(table, OpError):
+            return table
+        for _ in range(16):  # skip keys that expired but are not reclaimed yet
+            key = table.random_key(self.rng.getrandbits(62))
+            if key is None:
+                return None
+            read = self._read(keyspace, key, now_ms)
+            if isinstance(read, ReadResult) and read.versions:
+                return key
+        return None
+
+    # -- helpers ----------------------------------------------------------
+
+    def _table(self, keyspace: str) -> Table:
+        table = self._tables.get(keyspace)
+        if table is None:
+            table = self._tables[keyspace] = self.engine.table(f"ks:{keyspace}")
+        return table
+
+    def _table_or_error(self, keyspace: str) -> Table | OpError:
+        if keyspace not in self.keyspaces:
+            return OpError(
+                ErrorKind.NOT_FOUND,
+                f"no keyspace {keyspace!r}; create it with `ringkv keyspace create {keyspace}`",
+            )
+        return self._table(keyspace)
+
+    def _decode(self, raw: bytes) -> list[Version]:
+        try:
+            return unpack_record(raw)
+        except RecordError as exc:  # our own bug or a damaged disk, never client input
+            raise StorageError(f"damaged record: {exc}") from exc
+
+    def _key_too_large(self, key: bytes) -> OpError:
+        return OpError(
+            ErrorKind.TOO_LARGE,
+            f"key is {len(key)} bytes, over max-key-bytes ({self.config.max_key_bytes})",
+        )
+
+    def _value_too_large(self, value: bytes) -> OpError:
+        return OpError(
+            ErrorKind.TOO_LARGE,
+            f"value is {len(value)} bytes, over max-value-bytes ({self.config.max_value_bytes})",
+        )
+
+
+def _record_expiry(versions: list[Version]) -> int:
+    """When the whole record can be reclaimed: its last expiry, or 0 (never)."""
+    if any(v.expires_at_ms == 0 for v in versions):
+        return 0
+    return max(v.expires_at_ms for v in versions)
