@@ -81,9 +81,12 @@ class PutAllIfAbsent:
 
 @dataclass(frozen=True, slots=True)
 class Scan:
+    """SCAN step (about ``count`` live keys from ``cursor``), or KEYS (unbounded)."""
+
     keyspace: str
     cursor: int
     count: int
+    unbounded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +130,7 @@ class ScanResult:
 class Node:
     """Protocol logic of one node; see the module docstring for the interface."""
 
-    def __init__(
-        self, config: NodeConfig, engine: Engine, rng: random.Random, now_ms: int
-    ) -> None:
+    def __init__(self, config: NodeConfig, engine: Engine, rng: random.Random, now_ms: int) -> None:
         config.validate()
         self.config = config
         self.engine = engine
@@ -172,6 +173,10 @@ class Node:
                     table.delete(key)
                     self.expired_keys += 1
 
+    def count_keys(self, keyspace: str) -> int:
+        """Keys stored for ``keyspace`` (including expired ones not yet reclaimed)."""
+        return self._table(keyspace).count() if keyspace in self.keyspaces else 0
+
     def take_replies(self) -> list[tuple[object, object]]:
         replies, self._replies = self._replies, []
         return replies
@@ -186,12 +191,8 @@ class Node:
                 return self._mutate(ks, key, mutation, now_ms)
             case PutAllIfAbsent(keyspace=ks, items=items):
                 return self._put_all_if_absent(ks, items, now_ms)
-            case Scan(keyspace=ks, cursor=cursor, count=count):
-                table = self._table_or_error(ks)
-                if isinstance(table, OpError):
-                    return table
-                keys, next_cursor = table.scan(cursor, min(count, self.config.scan_count_max))
-                return ScanResult(keys, next_cursor)
+            case Scan():
+                return self._scan(request, now_ms)
             case Count(keyspace=ks):
                 table = self._table_or_error(ks)
                 return table if isinstance(table, OpError) else table.count()
@@ -215,9 +216,7 @@ class Node:
         versions = self._decode(raw)
         return ReadResult(live_versions(versions, now_ms), record_vv(versions))
 
-    def _mutate(
-        self, keyspace: str, key: bytes, mutation: ops.Mutation, now_ms: int
-    ) -> object:
+    def _mutate(self, keyspace: str, key: bytes, mutation: ops.Mutation, now_ms: int) -> object:
         table = self._table_or_error(keyspace)
         if isinstance(table, OpError):
             return table
@@ -281,7 +280,24 @@ class Node:
                 return result
         return True
 
-    def _random_key(self, keyspace: str, now_ms: int) -> bytes | None | OpError:
+    def _scan(self, request: Scan, now_ms: int) -> ScanResult | OpError:
+        table = self._table_or_error(request.keyspace)
+        if isinstance(table, OpError):
+            return table
+        if request.unbounded:
+            keys, cursor = table.scan(0, table.count() + 1)
+            assert cursor == 0
+        else:
+            count = min(request.count, self.config.scan_count_max)
+            keys, cursor = table.scan(request.cursor, count)
+        live = []
+        for key in keys:  # skip keys that expired but are not reclaimed yet
+            raw = table.get(key)
+            if raw is not None and live_versions(self._decode(raw), now_ms):
+                live.append(key)
+        return ScanResult(live, cursor)
+
+    def _random_key(self, keyspace: str, now_ms: int) -> bytes | OpError | None:
         table = self._table_or_error(keyspace)
         if isinstance(table, OpError):
             return table

@@ -44,6 +44,8 @@ class MemoryTable:
             OrderedDict() if lru else {} for _ in range(BUCKET_COUNT)
         ]
         self._expiry_heap: list[tuple[int, bytes]] = []
+        # key -> its indexed expiry: the one heap entry per key that is current
+        self._expires: dict[bytes, int] = {}
         self._count = 0
 
     def _bucket(self, key: bytes) -> dict[bytes, bytes]:
@@ -69,15 +71,20 @@ class MemoryTable:
             self._count += 1
         self._engine.used_bytes += grow
         if expires_at_ms:
-            heapq.heappush(self._expiry_heap, (expires_at_ms, key))
-            if len(self._expiry_heap) > EXPIRY_HEAP_MAX_FACTOR * max(self._count, 1024):
-                self._compact_expiry_heap()
+            if self._expires.get(key) != expires_at_ms:
+                self._expires[key] = expires_at_ms
+                heapq.heappush(self._expiry_heap, (expires_at_ms, key))
+                if len(self._expiry_heap) > EXPIRY_HEAP_MAX_FACTOR * max(len(self._expires), 1024):
+                    self._compact_expiry_heap()
+        elif self._expires:
+            self._expires.pop(key, None)
 
     def delete(self, key: bytes) -> bool:
         bucket = self._bucket(key)
         old = bucket.pop(key, None)
         if old is None:
             return False
+        self._expires.pop(key, None)
         self._count -= 1
         self._engine.used_bytes -= len(key) + len(old) + ENTRY_OVERHEAD_BYTES
         return True
@@ -107,8 +114,12 @@ class MemoryTable:
     def expiry_candidates(self, now_ms: int, limit: int) -> list[bytes]:
         heap = self._expiry_heap
         found: list[bytes] = []
+        expires = self._expires
         while heap and heap[0][0] <= now_ms and len(found) < limit:
-            found.append(heapq.heappop(heap)[1])
+            expires_at_ms, key = heapq.heappop(heap)
+            if expires.get(key) == expires_at_ms:  # else stale: overwritten or deleted
+                del expires[key]
+                found.append(key)
         return found
 
     def random_key(self, pick: int) -> bytes | None:
@@ -127,6 +138,7 @@ class MemoryTable:
                 self._engine.used_bytes -= len(key) + len(record) + ENTRY_OVERHEAD_BYTES
             bucket.clear()
         self._expiry_heap.clear()
+        self._expires.clear()
         self._count = 0
 
     def evict_one(self, bucket_index: int) -> int:
@@ -135,6 +147,7 @@ class MemoryTable:
         if not bucket:
             return 0
         key, record = bucket.popitem(last=False)  # type: ignore[call-arg]
+        self._expires.pop(key, None)
         freed = len(key) + len(record) + ENTRY_OVERHEAD_BYTES
         self._count -= 1
         self._engine.used_bytes -= freed
@@ -142,9 +155,10 @@ class MemoryTable:
         return freed
 
     def _compact_expiry_heap(self) -> None:
-        # Drop entries for keys that no longer exist; stale times stay and are
-        # re-checked by the caller, so this only bounds the heap's size.
-        live = [(at, k) for at, k in self._expiry_heap if k in self._bucket(k)]
+        # Keep only the current entry of each key: the heap then holds one
+        # entry per key with an expiry, whatever the history of overwrites.
+        expires = self._expires
+        live = [(at, k) for at, k in self._expiry_heap if expires.get(k) == at]
         heapq.heapify(live)
         self._expiry_heap = live
 

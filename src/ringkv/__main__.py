@@ -1,0 +1,3 @@
+from ringkv.cli import main
+
+main()

@@ -1,0 +1,924 @@
+"""The Redis command table: arguments in, core requests and reply values out.
+
+Each handler takes the connection's ``Session`` and the command's arguments
+and returns either a reply value (see ``resp.encode``) for commands the front
+end answers itself, or a ``Call``: the core requests to submit and a function
+that turns their results into the reply. Argument parsing, option rules and
+error texts follow Redis 7 (t_string.c, expire.c, db.c, networking.c).
+Multi-key commands (MGET, MSET, DEL, EXISTS) become one request per key: they
+are per key, not atomic, as DESIGN.md states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ringkv.core import ops
+from ringkv.core.config import DEFAULT_KEYSPACE
+from ringkv.core.errors import ErrorKind, OpError, invalid
+from ringkv.core.node import (
+    Count,
+    Flush,
+    Mutate,
+    PutAllIfAbsent,
+    RandomKey,
+    Read,
+    ReadResult,
+    Request,
+    Scan,
+    ScanResult,
+)
+from ringkv.frontend.glob import glob_matcher
+from ringkv.frontend.resp import OK, Double, RespMap, SimpleString, Verbatim
+
+__all__ = ["COMMANDS", "Call", "Close", "ServerView", "Session", "dispatch"]
+
+VERSION_TEXT = "7.2.0"  # the Redis version whose behaviour these commands follow
+
+
+@dataclass(slots=True)
+class Session:
+    """Per-connection state."""
+
+    id: int
+    addr: str = ""
+    laddr: str = ""
+    created_ms: int = 0
+    authenticated: bool = True
+    proto: int = 2
+    name: bytes = b""
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    keyspace: str = DEFAULT_KEYSPACE
+    last_command: str = "NULL"
+    last_active_ms: int = 0
+    db: int = 0
+
+
+class ServerView(Protocol):
+    """What introspection commands need from the running server."""
+
+    requirepass: str | None
+
+    def now_ms(self) -> int: ...
+
+    def info_sections(self, sections: list[str]) -> str: ...
+
+    def client_list(self) -> list[Session]: ...
+
+    def config_values(self) -> dict[str, str]: ...
+
+
+@dataclass(slots=True)
+class Call:
+    """Core requests to run, and how to make the reply from their results."""
+
+    requests: list[Request]
+    finish: Callable[[list[object]], object]
+
+
+@dataclass(slots=True)
+class Close:
+    """Answer ``reply``, then close the connection (QUIT)."""
+
+    reply: object
+
+
+Handler = Callable[[Session, list[bytes], ServerView], object]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    handler: Handler
+    arity: int  # Redis convention: n exact, -n at least n (name included)
+    flags: tuple[str, ...] = ()
+    first_key: int = 1
+    last_key: int = 1
+    step: int = 1
+    group: str = "string"
+    summary: str = ""
+    no_auth: bool = False
+
+
+COMMANDS: dict[bytes, CommandSpec] = {}
+
+
+def command(
+    name: str,
+    arity: int,
+    *flags: str,
+    keys: tuple[int, int, int] = (1, 1, 1),
+    group: str = "string",
+    summary: str = "",
+    no_auth: bool = False,
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name.lower().encode()] = CommandSpec(
+            name.lower(), handler, arity, flags, *keys, group, summary, no_auth
+        )
+        return handler
+
+    return register
+
+
+def dispatch(session: Session, args: list[bytes], server: ServerView) -> object:
+    """Run one command; returns a reply value, a ``Call`` or a ``Close``."""
+    name = args[0].lower()
+    spec = COMMANDS.get(name)
+    if spec is None:
+        shown = " ".join(f"'{a[:128].decode('utf-8', 'replace')}'" for a in args[1:20])
+        return invalid(
+            f"unknown command '{args[0][:128].decode('utf-8', 'replace')}', "
+            f"with args beginning with: {shown}" + (" " if shown else "")
+        )
+    session.last_command = spec.name
+    if not session.authenticated and not spec.no_auth:
+        return OpError(ErrorKind.INVALID, "Authentication required.", code="NOAUTH")
+    arity = spec.arity
+    if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
+        return _wrong_args(spec.name)
+    return spec.handler(session, args, server)
+
+
+def _wrong_args(name: str) -> OpError:
+    return invalid(f"wrong number of arguments for '{name}' command")
+
+
+SYNTAX_ERROR = invalid("syntax error")
+NOT_INTEGER = invalid("value is not an integer or out of range")
+
+
+def _int_arg(raw: bytes) -> int | None:
+    return ops.parse_int64(raw)
+
+
+# -- results to replies ------------------------------------------------------
+
+
+def _first(results: list[object]) -> object:
+    return results[0]
+
+
+def _value_of(result: object) -> object:
+    if isinstance(result, ReadResult):
+        newest = result.newest
+        return newest.value if newest is not None else None
+    return result
+
+
+def _get_finish(results: list[object]) -> object:
+    return _value_of(results[0])
+
+
+def _ok_or_error(results: list[object]) -> object:
+    for result in results:
+        if isinstance(result, OpError):
+            return result
+    return OK
+
+
+def _bool_int(results: list[object]) -> object:
+    result = results[0]
+    return result if isinstance(result, OpError) else int(bool(result))
+
+
+def _call1(request: Request, finish: Callable[[list[object]], object] = _first) -> Call:
+    return Call([request], finish)
+
+
+# -- connection ----------------------------------------------------------------
+
+
+@command("ping", -1, "fast", keys=(0, 0, 0), group="connection", summary="Ping the server")
+def _ping(s: Session, args: list[bytes], server: ServerView) -> object:
+    if len(args) > 2:
+        return _wrong_args("ping")
+    return args[1] if len(args) == 2 else SimpleString("PONG")
+
+
+@command("echo", 2, "fast", keys=(0, 0, 0), group="connection", summary="Echo the argument")
+def _echo(s: Session, args: list[bytes], server: ServerView) -> object:
+    return args[1]
+
+
+@command("quit", -1, "fast", keys=(0, 0, 0), group="connection", no_auth=True)
+def _quit(s: Session, args: list[bytes], server: ServerView) -> object:
+    return Close(OK)
+
+
+def _check_password(user: bytes, password: bytes, server: ServerView) -> OpError | None:
+    if server.requirepass is None:
+        return invalid(
+            "AUTH <password> called without any password configured for the default user. "
+            "Are you sure your configuration is correct?"
+        )
+    if user != b"default" or password.decode("utf-8", "replace") != server.requirepass:
+        return OpError(
+            ErrorKind.INVALID,
+            "invalid username-password pair or user is disabled.",
+            code="WRONGPASS",
+        )
+    return None
+
+
+@command("auth", -2, "fast", keys=(0, 0, 0), group="connection", no_auth=True)
+def _auth(s: Session, args: list[bytes], server: ServerView) -> object:
+    if len(args) > 3:
+        return SYNTAX_ERROR
+    user, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
+    error = _check_password(user, password, server)
+    if error is not None:
+        return error
+    s.authenticated = True
+    return OK
+
+
+@command("hello", -1, "fast", keys=(0, 0, 0), group="connection", no_auth=True)
+def _hello(s: Session, args: list[bytes], server: ServerView) -> object:
+    proto = s.proto
+    i = 1
+    if len(args) > 1:
+        version = _int_arg(args[1])
+        if version is None:
+            return invalid("Protocol version is not an integer or out of range")
+        if version not in (2, 3):
+            return OpError(ErrorKind.INVALID, "unsupported protocol version", code="NOPROTO")
+        proto = version
+        i = 2
+    name: bytes | None = None
+    while i < len(args):
+        option = args[i].lower()
+        if option == b"auth" and i + 2 < len(args):
+            error = _check_password(args[i + 1], args[i + 2], server)
+            if error is not None:
+                return error
+            s.authenticated = True
+            i += 3
+        elif option == b"setname" and i + 1 < len(args):
+            name = args[i + 1]
+            i += 2
+        else:
+            return invalid(f"Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'")
+    if not s.authenticated:
+        return OpError(
+            ErrorKind.INVALID,
+            "HELLO must be called with the client already authenticated, otherwise the "
+            "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client "
+            "and select the RESP protocol version at the same time",
+            code="NOAUTH",
+        )
+    if name is not None:
+        if _bad_client_name(name):
+            return _BAD_NAME
+        s.name = name
+    s.proto = proto
+    return RespMap(
+        {
+            "server": "redis",
+            "version": VERSION_TEXT,
+            "proto": proto,
+            "id": s.id,
+            "mode": "standalone",
+            "role": "master",
+            "modules": [],
+        }
+    )
+
+
+@command("select", 2, "fast", keys=(0, 0, 0), group="connection")
+def _select(s: Session, args: list[bytes], server: ServerView) -> object:
+    db = _int_arg(args[1])
+    if db is None:
+        return NOT_INTEGER
+    if db != 0:
+        return invalid("DB index is out of range")
+    return OK
+
+
+_BAD_NAME = invalid("Client names cannot contain spaces, newlines or special characters.")
+
+
+def _bad_client_name(name: bytes) -> bool:
+    return any(c < 33 or c > 126 for c in name)
+
+
+@command("client", -2, keys=(0, 0, 0), group="connection", summary="Client connection commands")
+def _client(s: Session, args: list[bytes], server: ServerView) -> object:
+    sub = args[1].lower()
+    if sub == b"setname" and len(args) == 3:
+        if _bad_client_name(args[2]):
+            return _BAD_NAME
+        s.name = args[2]
+        return OK
+    if sub == b"getname" and len(args) == 2:
+        return s.name or None
+    if sub == b"id" and len(args) == 2:
+        return s.id
+    if sub == b"setinfo" and len(args) == 4:
+        attr = args[2].lower()
+        if attr == b"lib-name":
+            if _bad_client_name(args[3]):
+                return invalid("lib-name cannot contain spaces, newlines or special characters.")
+            s.lib_name = args[3]
+        elif attr == b"lib-ver":
+            if _bad_client_name(args[3]):
+                return invalid("lib-ver cannot contain spaces, newlines or special characters.")
+            s.lib_ver = args[3]
+        else:
+            return invalid(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+        return OK
+    if sub == b"info" and len(args) == 2:
+        return Verbatim(_client_line(s, server.now_ms()) + "\n")
+    if sub == b"list" and len(args) == 2:
+        now = server.now_ms()
+        return Verbatim("".join(_client_line(c, now) + "\n" for c in server.client_list()))
+    if sub in {b"no-evict", b"no-touch"}:
+        return OK
+    return invalid(
+        f"unknown subcommand or wrong number of arguments for "
+        f"'{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP."
+    )
+
+
+def _client_line(c: Session, now_ms: int) -> str:
+    age = max(0, (now_ms - c.created_ms) // 1000)
+    idle = max(0, (now_ms - c.last_active_ms) // 1000)
+    return (
+        f"id={c.id} addr={c.addr} laddr={c.laddr} fd=0 name={c.name.decode('utf-8', 'replace')} "
+        f"age={age} idle={idle} flags=N db={c.db} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 "
+        f"qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r "
+        f"cmd={c.last_command} user=default redir=-1 resp={c.proto} "
+        f"lib-name={c.lib_name.decode('utf-8', 'replace')} "
+        f"lib-ver={c.lib_ver.decode('utf-8', 'replace')} keyspace={c.keyspace}"
+    )
+
+
+# -- server -----------------------------------------------------------------------
+
+
+@command("command", -1, keys=(0, 0, 0), group="server", summary="Command introspection")
+def _command(s: Session, args: list[bytes], server: ServerView) -> object:
+    if len(args) == 1:
+        return [_command_info(spec) for spec in COMMANDS.values()]
+    sub = args[1].lower()
+    if sub == b"count":
+        return len(COMMANDS)
+    if sub == b"info":
+        names = args[2:] or list(COMMANDS)
+        return [
+            _command_info(COMMANDS[n.lower()]) if n.lower() in COMMANDS else None for n in names
+        ]
+    if sub == b"docs":
+        names = args[2:] or list(COMMANDS)
+        docs = RespMap()
+        for raw in names:
+            spec = COMMANDS.get(raw.lower())
+            if spec is not None:
+                docs[spec.name] = RespMap(
+                    {"summary": spec.summary or spec.name, "since": "1.0.0", "group": spec.group}
+                )
+        return docs
+    if sub == b"list":
+        return [spec.name for spec in COMMANDS.values()]
+    return invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP.")
+
+
+def _command_info(spec: CommandSpec) -> list[object]:
+    return [
+        spec.name,
+        spec.arity,
+        [SimpleString(f) for f in spec.flags],
+        spec.first_key,
+        spec.last_key,
+        spec.step,
+        [],
+        [],
+        [],
+        [],
+    ]
+
+
+@command("config", -2, keys=(0, 0, 0), group="server", summary="Read configuration")
+def _config(s: Session, args: list[bytes], server: ServerView) -> object:
+    sub = args[1].lower()
+    if sub == b"get" and len(args) >= 3:
+        values = server.config_values()
+        found = RespMap()
+        for pattern in args[2:]:
+            match = glob_matcher(pattern.lower()).fullmatch
+            for name, value in values.items():
+                if match(name.encode()):
+                    found[name] = value
+        return found
+    if sub == b"set":
+        return invalid("CONFIG SET is not supported: restart ringkv serve with the new setting")
+    if sub == b"resetstat":
+        return OK
+    return invalid(
+        f"unknown subcommand or wrong number of arguments for "
+        f"'{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP."
+    )
+
+
+@command("info", -1, keys=(0, 0, 0), group="server", summary="Server information")
+def _info(s: Session, args: list[bytes], server: ServerView) -> object:
+    sections = [a.decode("utf-8", "replace").lower() for a in args[1:]]
+    return Verbatim(server.info_sections(sections))
+
+
+@command("time", 1, "fast", keys=(0, 0, 0), group="server")
+def _time(s: Session, args: list[bytes], server: ServerView) -> object:
+    now_us = server.now_ms() * 1000
+    return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
+
+
+@command("dbsize", 1, "fast", keys=(0, 0, 0), group="server")
+def _dbsize(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _call1(Count(s.keyspace))
+
+
+def _flush(s: Session, args: list[bytes], everything: bool) -> object:
+    if len(args) > 2 or (len(args) == 2 and args[1].lower() not in (b"async", b"sync")):
+        return SYNTAX_ERROR
+    return _call1(Flush(None if everything else s.keyspace), _ok_or_error)
+
+
+@command("flushdb", -1, "write", keys=(0, 0, 0), group="server")
+def _flushdb(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _flush(s, args, everything=False)
+
+
+@command("flushall", -1, "write", keys=(0, 0, 0), group="server")
+def _flushall(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _flush(s, args, everything=True)
+
+
+# -- keys -------------------------------------------------------------------------
+
+
+@command("get", 2, "readonly", "fast")
+def _get(s: Session, args: list[bytes], server: ServerView) -> object:
+    return Call([Read(s.keyspace, args[1])], _get_finish)
+
+
+def _parse_expiry(
+    option: bytes, raw: bytes, now_ms: int, command_name: str
+) -> ops.Expiry | OpError:
+    amount = _int_arg(raw)
+    if amount is None:
+        return NOT_INTEGER
+    unit = 1000 if option in (b"ex", b"exat") else 1
+    bad = invalid(f"invalid expire time in '{command_name}' command")
+    if amount <= 0 or amount > ops.INT64_MAX // unit:
+        return bad
+    ms = amount * unit
+    if option in (b"ex", b"px"):
+        if ms > ops.INT64_MAX - now_ms:
+            return bad
+        return ops.Expiry(ttl_ms=ms)
+    return ops.Expiry(at_ms=ms)
+
+
+@command("set", -3, "write", summary="Set the string value of a key")
+def _set(s: Session, args: list[bytes], server: ServerView) -> object:
+    expiry: ops.Expiry | None = None
+    condition: ops.Condition | None = None
+    keep_ttl = return_old = False
+    i = 3
+    while i < len(args):
+        option = args[i].lower()
+        has_next = i + 1 < len(args)
+        if option == b"nx" and condition is None:
+            condition = ops.Condition.NX
+        elif option == b"xx" and condition is None:
+            condition = ops.Condition.XX
+        elif option == b"get" and not return_old:
+            return_old = True
+        elif option == b"keepttl" and expiry is None and not keep_ttl:
+            keep_ttl = True
+        elif (
+            option in (b"ex", b"px", b"exat", b"pxat")
+            and has_next
+            and expiry is None
+            and not keep_ttl
+        ):
+            parsed = _parse_expiry(option, args[i + 1], server.now_ms(), "set")
+            if isinstance(parsed, OpError):
+                return parsed
+            expiry = parsed
+            i += 1
+        else:
+            return SYNTAX_ERROR
+        i += 1
+    put = ops.Put(args[2], expiry, keep_ttl, condition, return_old)
+    finish = _first if return_old else _set_finish
+    return Call([Mutate(s.keyspace, args[1], put)], finish)
+
+
+def _set_finish(results: list[object]) -> object:
+    result = results[0]
+    if isinstance(result, OpError):
+        return result
+    return OK if result else None
+
+
+@command("setnx", 3, "write", "fast")
+def _setnx(s: Session, args: list[bytes], server: ServerView) -> object:
+    put = ops.Put(args[2], condition=ops.Condition.NX)
+    return _call1(Mutate(s.keyspace, args[1], put), _bool_int)
+
+
+def _setex(s: Session, args: list[bytes], server: ServerView, option: bytes, name: str) -> object:
+    expiry = _parse_expiry(option, args[2], server.now_ms(), name)
+    if isinstance(expiry, OpError):
+        return expiry
+    put = ops.Put(args[3], expiry)
+    return _call1(Mutate(s.keyspace, args[1], put), _set_finish)
+
+
+@command("setex", 4, "write")
+def _setex_cmd(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _setex(s, args, server, b"ex", "setex")
+
+
+@command("psetex", 4, "write")
+def _psetex(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _setex(s, args, server, b"px", "psetex")
+
+
+@command("getset", 3, "write", "fast")
+def _getset(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _call1(Mutate(s.keyspace, args[1], ops.Put(args[2], return_old=True)))
+
+
+@command("getdel", 2, "write", "fast")
+def _getdel(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _call1(Mutate(s.keyspace, args[1], ops.Remove(return_old=True)))
+
+
+@command("getex", -2, "write", "fast")
+def _getex(s: Session, args: list[bytes], server: ServerView) -> object:
+    expiry: ops.Expiry | None = None
+    persist = False
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        if (
+            option in (b"ex", b"px", b"exat", b"pxat")
+            and i + 1 < len(args)
+            and not (expiry or persist)
+        ):
+            parsed = _parse_expiry(option, args[i + 1], server.now_ms(), "getex")
+            if isinstance(parsed, OpError):
+                return parsed
+            expiry = parsed
+            i += 2
+        elif option == b"persist" and not (expiry or persist):
+            persist = True
+            i += 1
+        else:
+            return SYNTAX_ERROR
+    return _call1(Mutate(s.keyspace, args[1], ops.GetEx(expiry, persist)))
+
+
+@command("mget", -2, "readonly", "fast", keys=(1, -1, 1))
+def _mget(s: Session, args: list[bytes], server: ServerView) -> object:
+    return Call([Read(s.keyspace, key) for key in args[1:]], _mget_finish)
+
+
+def _mget_finish(results: list[object]) -> object:
+    return [None if isinstance(r, OpError) else _value_of(r) for r in results]
+
+
+@command("mset", -3, "write", keys=(1, -1, 2))
+def _mset(s: Session, args: list[bytes], server: ServerView) -> object:
+    if len(args) % 2 == 0:
+        return _wrong_args("mset")
+    pairs = zip(args[1::2], args[2::2], strict=True)
+    return Call([Mutate(s.keyspace, k, ops.Put(v)) for k, v in pairs], _ok_or_error)
+
+
+@command("msetnx", -3, "write", keys=(1, -1, 2))
+def _msetnx(s: Session, args: list[bytes], server: ServerView) -> object:
+    if len(args) % 2 == 0:
+        return _wrong_args("msetnx")
+    items = tuple(zip(args[1::2], args[2::2], strict=True))
+    return _call1(PutAllIfAbsent(s.keyspace, items), _bool_int)
+
+
+def _sum_truthy(results: list[object]) -> object:
+    total = 0
+    for result in results:
+        if isinstance(result, OpError):
+            return result
+        total += 1 if result else 0
+    return total
+
+
+@command("del", -2, "write", keys=(1, -1, 1))
+def _del(s: Session, args: list[bytes], server: ServerView) -> object:
+    return Call([Mutate(s.keyspace, key, ops.Remove()) for key in args[1:]], _sum_truthy)
+
+
+@command("unlink", -2, "write", "fast", keys=(1, -1, 1))
+def _unlink(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _del(s, args, server)
+
+
+def _exists_finish(results: list[object]) -> object:
+    return sum(1 for r in results if isinstance(r, ReadResult) and r.versions)
+
+
+@command("exists", -2, "readonly", "fast", keys=(1, -1, 1))
+def _exists(s: Session, args: list[bytes], server: ServerView) -> object:
+    return Call([Read(s.keyspace, key) for key in args[1:]], _exists_finish)
+
+
+@command("type", 2, "readonly", "fast", group="generic")
+def _type(s: Session, args: list[bytes], server: ServerView) -> object:
+    def finish(results: list[object]) -> object:
+        result = results[0]
+        if isinstance(result, OpError):
+            return result
+        present = isinstance(result, ReadResult) and result.versions
+        return SimpleString("string" if present else "none")
+
+    return Call([Read(s.keyspace, args[1])], finish)
+
+
+def _expire(
+    s: Session, args: list[bytes], server: ServerView, unit_ms: int, absolute: bool, name: str
+) -> object:
+    amount = _int_arg(args[2])
+    if amount is None:
+        return NOT_INTEGER
+    flags = {a.lower() for a in args[3:]}
+    for raw in args[3:]:
+        if raw.lower() not in (b"nx", b"xx", b"gt", b"lt"):
+            return invalid(f"Unsupported option {raw.decode('utf-8', 'replace')}")
+    if b"nx" in flags and flags & {b"xx", b"gt", b"lt"}:
+        return invalid("NX and XX, GT or LT options at the same time are not compatible")
+    if b"gt" in flags and b"lt" in flags:
+        return invalid("GT and LT options at the same time are not compatible")
+    condition = None
+    for flag, cond in (
+        (b"nx", ops.ExpireCondition.NX),
+        (b"xx", ops.ExpireCondition.XX),
+        (b"gt", ops.ExpireCondition.GT),
+        (b"lt", ops.ExpireCondition.LT),
+    ):
+        if flag in flags:
+            condition = cond
+    bad = invalid(f"invalid expire time in '{name}' command")
+    if abs(amount) > ops.INT64_MAX // unit_ms:
+        return bad
+    ms = amount * unit_ms
+    if not absolute:
+        if ms > ops.INT64_MAX - server.now_ms():
+            return bad
+        expiry = ops.Expiry(ttl_ms=ms)
+    else:
+        expiry = ops.Expiry(at_ms=ms)
+    return _call1(Mutate(s.keyspace, args[1], ops.Expire(expiry, condition)), _bool_int)
+
+
+@command("expire", -3, "write", "fast", group="generic")
+def _expire_cmd(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _expire(s, args, server, 1000, False, "expire")
+
+
+@command("pexpire", -3, "write", "fast", group="generic")
+def _pexpire(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _expire(s, args, server, 1, False, "pexpire")
+
+
+@command("expireat", -3, "write", "fast", group="generic")
+def _expireat(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _expire(s, args, server, 1000, True, "expireat")
+
+
+@command("pexpireat", -3, "write", "fast", group="generic")
+def _pexpireat(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _expire(s, args, server, 1, True, "pexpireat")
+
+
+@command("persist", 2, "write", "fast", group="generic")
+def _persist(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _call1(Mutate(s.keyspace, args[1], ops.Expire(None)), _bool_int)
+
+
+def _ttl(s: Session, args: list[bytes], server: ServerView, unit_ms: int, absolute: bool) -> object:
+    now = server.now_ms()
+
+    def finish(results: list[object]) -> object:
+        result = results[0]
+        if isinstance(result, OpError):
+            return result
+        assert isinstance(result, ReadResult)
+        newest = result.newest
+        if newest is None:
+            return -2
+        if newest.expires_at_ms == 0:
+            return -1
+        if absolute:
+            return newest.expires_at_ms // unit_ms
+        remaining = max(0, newest.expires_at_ms - now)
+        return (remaining + 500) // 1000 if unit_ms == 1000 else remaining
+
+    return Call([Read(s.keyspace, args[1])], finish)
+
+
+@command("ttl", 2, "readonly", "fast", group="generic")
+def _ttl_cmd(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _ttl(s, args, server, 1000, False)
+
+
+@command("pttl", 2, "readonly", "fast", group="generic")
+def _pttl(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _ttl(s, args, server, 1, False)
+
+
+@command("expiretime", 2, "readonly", "fast", group="generic")
+def _expiretime(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _ttl(s, args, server, 1000, True)
+
+
+@command("pexpiretime", 2, "readonly", "fast", group="generic")
+def _pexpiretime(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _ttl(s, args, server, 1, True)
+
+
+def _incr(s: Session, key: bytes, delta: int) -> Call:
+    return _call1(Mutate(s.keyspace, key, ops.IncrBy(delta)))
+
+
+@command("incr", 2, "write", "fast")
+def _incr_cmd(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _incr(s, args[1], 1)
+
+
+@command("decr", 2, "write", "fast")
+def _decr(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _incr(s, args[1], -1)
+
+
+@command("incrby", 3, "write", "fast")
+def _incrby(s: Session, args: list[bytes], server: ServerView) -> object:
+    delta = _int_arg(args[2])
+    return NOT_INTEGER if delta is None else _incr(s, args[1], delta)
+
+
+@command("decrby", 3, "write", "fast")
+def _decrby(s: Session, args: list[bytes], server: ServerView) -> object:
+    delta = _int_arg(args[2])
+    if delta is None:
+        return NOT_INTEGER
+    if delta == ops.INT64_MIN:
+        return invalid("decrement would overflow")
+    return _incr(s, args[1], -delta)
+
+
+@command("incrbyfloat", 3, "write", "fast")
+def _incrbyfloat(s: Session, args: list[bytes], server: ServerView) -> object:
+    delta = ops.parse_float(args[2])
+    if delta is None or delta in (float("inf"), float("-inf")):
+        return invalid("value is not a valid float")
+    return _call1(Mutate(s.keyspace, args[1], ops.IncrByFloat(delta)))
+
+
+@command("append", 3, "write")
+def _append(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _call1(Mutate(s.keyspace, args[1], ops.Append(args[2])))
+
+
+@command("strlen", 2, "readonly", "fast")
+def _strlen(s: Session, args: list[bytes], server: ServerView) -> object:
+    def finish(results: list[object]) -> object:
+        value = _value_of(results[0])
+        return (
+            value if isinstance(value, OpError) else len(value) if isinstance(value, bytes) else 0
+        )
+
+    return Call([Read(s.keyspace, args[1])], finish)
+
+
+@command("getrange", 4, "readonly")
+def _getrange(s: Session, args: list[bytes], server: ServerView) -> object:
+    start, end = _int_arg(args[2]), _int_arg(args[3])
+    if start is None or end is None:
+        return NOT_INTEGER
+
+    def finish(results: list[object]) -> object:
+        value = _value_of(results[0])
+        if isinstance(value, OpError):
+            return value
+        return _range(value if isinstance(value, bytes) else b"", start, end)
+
+    return Call([Read(s.keyspace, args[1])], finish)
+
+
+def _range(value: bytes, start: int, end: int) -> bytes:
+    """Redis GETRANGE: inclusive, negative indexes count from the end."""
+    n = len(value)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    if start < 0:
+        start = max(0, n + start)
+    if end < 0:
+        end = max(0, n + end)
+    end = min(end, n - 1)
+    if start > end or n == 0:
+        return b""
+    return value[start : end + 1]
+
+
+@command("setrange", 4, "write")
+def _setrange(s: Session, args: list[bytes], server: ServerView) -> object:
+    offset = _int_arg(args[2])
+    if offset is None:
+        return NOT_INTEGER
+    if offset < 0:
+        return invalid("offset is out of range")
+    return _call1(Mutate(s.keyspace, args[1], ops.SetRange(offset, args[3])))
+
+
+# -- iteration --------------------------------------------------------------------
+
+
+@command("scan", -2, "readonly", keys=(0, 0, 0), group="generic")
+def _scan(s: Session, args: list[bytes], server: ServerView) -> object:
+    cursor = _parse_cursor(args[1])
+    if cursor is None:
+        return invalid("invalid cursor")
+    count, pattern, type_name = 10, None, None
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        if i + 1 >= len(args):
+            return SYNTAX_ERROR
+        if option == b"count":
+            parsed = _int_arg(args[i + 1])
+            if parsed is None:
+                return NOT_INTEGER
+            if parsed < 1:
+                return SYNTAX_ERROR
+            count = parsed
+        elif option == b"match":
+            pattern = args[i + 1]
+        elif option == b"type":
+            type_name = args[i + 1].lower()
+        else:
+            return SYNTAX_ERROR
+        i += 2
+    match = glob_matcher(pattern).fullmatch if pattern not in (None, b"*") else None
+
+    def finish(results: list[object]) -> object:
+        result = results[0]
+        if isinstance(result, OpError):
+            return result
+        assert isinstance(result, ScanResult)
+        keys = result.keys if type_name in (None, b"string") else []
+        if match is not None:
+            keys = [k for k in keys if match(k)]
+        return [str(result.cursor).encode(), keys]
+
+    return Call([Scan(s.keyspace, cursor, count)], finish)
+
+
+def _parse_cursor(raw: bytes) -> int | None:
+    if not raw.isdigit() or len(raw) > 20:
+        return None
+    value = int(raw)
+    return value if value < 2**64 else None
+
+
+@command("keys", 2, "readonly", keys=(0, 0, 0), group="generic")
+def _keys(s: Session, args: list[bytes], server: ServerView) -> object:
+    pattern = args[1]
+    match = glob_matcher(pattern).fullmatch if pattern != b"*" else None
+    return Call(
+        [Scan(s.keyspace, 0, 0, unbounded=True)], lambda results: _keys_finish(results, match)
+    )
+
+
+def _keys_finish(results: list[object], match: Callable[[bytes], object] | None) -> object:
+    result = results[0]
+    if isinstance(result, OpError):
+        return result
+    assert isinstance(result, ScanResult)
+    return [k for k in result.keys if match is None or match(k)]
+
+
+@command("randomkey", 1, "readonly", keys=(0, 0, 0), group="generic")
+def _randomkey(s: Session, args: list[bytes], server: ServerView) -> object:
+    return _call1(RandomKey(s.keyspace))
+
+
+def command_names() -> Iterable[str]:
+    return (spec.name for spec in COMMANDS.values())
+
+
+_ = Double  # exported for front ends that answer doubles

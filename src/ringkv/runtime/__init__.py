@@ -1,0 +1,1 @@
+"""The asyncio shell around the pure core: servers, transport, host loop."""

@@ -1,0 +1,148 @@
+"""The host loop: feeds the core Node, group-commits, then releases replies.
+
+This is the whole of the asyncio shell's protocol-free duty (STYLE.md rule
+20): requests arrive from the front ends during an event-loop turn; once per
+turn the host flushes the storage engine (one transaction, fsynced under
+``--fsync always``) and only then hands each reply to whoever asked, so that
+no write is acknowledged before it is durable. A timer drives ``Node.tick``
+and, under ``--fsync batch``, the periodic fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from ringkv.core.errors import ErrorKind, OpError
+from ringkv.core.node import Node, Request
+from ringkv.storage.base import Engine, FsyncPolicy, StorageError
+
+__all__ = ["Completion", "FutureCompletion", "NodeHost", "now_ms"]
+
+log = logging.getLogger("ringkv.host")
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: the physical part of the HLC and of expiry."""
+    return time.time_ns() // 1_000_000
+
+
+class Completion(Protocol):
+    def deliver(self, result: object) -> None: ...
+
+
+class Flushable(Protocol):
+    def write_out(self) -> None: ...
+
+
+class FutureCompletion:
+    """A completion that resolves an asyncio future (for HTTP handlers)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[object]) -> None:
+        self.future = future
+
+    def deliver(self, result: object) -> None:
+        if not self.future.done():
+            self.future.set_result(result)
+
+
+class NodeHost:
+    def __init__(self, node: Node, engine: Engine, *, fsync_interval_ms: int = 100) -> None:
+        self.node = node
+        self.engine = engine
+        self.fsync_interval_ms = fsync_interval_ms
+        self.touched: list[Flushable] = []
+        self.commits = 0
+        self.commit_failures = 0
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._sync_handle: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._schedule_tick()
+        if self.engine.fsync is FsyncPolicy.BATCH:
+            self._schedule_sync()
+
+    def submit(self, request: Request, completion: Completion) -> None:
+        """Hand a request to the node; ``completion`` gets the reply after commit."""
+        self.node.submit(request, completion, now_ms())
+        if not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.end_turn)
+
+    async def call(self, request: Request) -> object:
+        """Submit and wait (HTTP and other awaiting callers)."""
+        assert self._loop is not None
+        future: asyncio.Future[object] = self._loop.create_future()
+        self.submit(request, FutureCompletion(future))
+        return await future
+
+    def end_turn(self) -> None:
+        """Commit what this turn wrote, then release the turn's replies."""
+        self._scheduled = False
+        failure: OpError | None = None
+        if self.engine.dirty:
+            try:
+                self.engine.flush()
+                self.commits += 1
+            except StorageError as exc:
+                self.commit_failures += 1
+                log.error("group commit failed: %s", exc)
+                failure = OpError(
+                    ErrorKind.TIMEOUT,
+                    f"storage commit failed: {exc}",
+                    code="TIMEOUT",
+                    definite=False,
+                )
+        for completion, result in self.node.take_replies():
+            completion.deliver(failure if failure is not None else result)  # type: ignore[attr-defined]
+        touched, self.touched = self.touched, []
+        for conn in touched:
+            conn.write_out()
+
+    def _schedule_tick(self) -> None:
+        assert self._loop is not None
+        self._tick_handle = self._loop.call_later(
+            self.node.config.tick_interval_ms / 1000, self._on_tick
+        )
+
+    def _on_tick(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.node.tick(now_ms())
+            if self.engine.dirty and not self._scheduled:
+                self.end_turn()
+        finally:
+            self._schedule_tick()
+
+    def _schedule_sync(self) -> None:
+        assert self._loop is not None
+        self._sync_handle = self._loop.call_later(self.fsync_interval_ms / 1000, self._on_sync)
+
+    def _on_sync(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.engine.sync()
+        except StorageError as exc:
+            log.error("periodic fsync failed: %s", exc)
+        finally:
+            self._schedule_sync()
+
+    def close(self) -> None:
+        """Commit what is pending and stop the timers; the engine stays open."""
+        if self._scheduled or self.engine.dirty:
+            self.end_turn()
+        self._closed = True
+        for handle in (self._tick_handle, self._sync_handle):
+            if handle is not None:
+                handle.cancel()

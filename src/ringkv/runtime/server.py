@@ -1,0 +1,394 @@
+"""``ringkv serve``: storage engine + core Node + host loop + RESP and HTTP.
+
+A server is a one-node cluster (DESIGN.md): every request from every front
+end goes through ``NodeHost`` into the core ``Node``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import resource
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringkv import __version__
+from ringkv.core.config import NodeConfig
+from ringkv.core.node import Node
+from ringkv.frontend.commands import VERSION_TEXT, Session
+from ringkv.frontend.resp import ParserLimits
+from ringkv.runtime.host import NodeHost, now_ms
+from ringkv.runtime.metrics import Metrics
+from ringkv.runtime.resp_server import RespConnection
+from ringkv.storage.base import Engine, FsyncPolicy
+from ringkv.storage.memory import MemoryEngine
+
+__all__ = ["Server", "ServerSettings", "open_engine", "run_server"]
+
+log = logging.getLogger("ringkv.server")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    node_id: str = "n1"
+    host: str = "127.0.0.1"
+    resp_port: int = 6380
+    http_port: int = 8380
+    data_dir: str = "./.ringkv/n1"
+    engine: str = "lmdb"  # memory | lmdb
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    fsync_interval_ms: int = 100
+    requirepass: str | None = None
+    max_key_bytes: int = 8 * 1024
+    max_value_bytes: int = 8 * 1024 * 1024
+    maxmemory: int = 0
+    max_clients: int = 10_000
+    idle_timeout_s: float = 300.0  # 0: never close idle clients
+    request_timeout_s: float = 30.0  # a half-sent request is dropped after this
+    lmdb_map_size: int = 16 * 2**30
+    ready_file: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.engine not in ("memory", "lmdb"):
+            raise ValueError(f"unknown engine {self.engine!r}: use memory or lmdb")
+        for name in ("resp_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name.replace('_', '-')} must be between 0 and 65535")
+        if self.max_clients < 1:
+            raise ValueError("max-clients must be at least 1")
+        if self.idle_timeout_s < 0 or self.request_timeout_s <= 0:
+            raise ValueError("timeouts must be positive (idle-timeout 0 means never)")
+
+
+def open_engine(settings: ServerSettings) -> Engine:
+    if settings.engine == "memory":
+        return MemoryEngine(maxmemory=settings.maxmemory)
+    from ringkv.storage.lmdb_engine import LmdbEngine
+
+    return LmdbEngine(settings.data_dir, fsync=settings.fsync, map_size=settings.lmdb_map_size)
+
+
+@dataclass
+class Stats:
+    commands: int = 0
+    errors: int = 0
+    protocol_errors: int = 0
+    total_connections: int = 0
+    rejected_connections: int = 0
+
+
+class Server:
+    """One running node; also the ``ServerView`` that introspection commands use."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        settings.validate()
+        self.settings = settings
+        self.requirepass = settings.requirepass
+        self.started_ms = now_ms()
+        self.engine = open_engine(settings)
+        config = NodeConfig(
+            node_id=settings.node_id,
+            max_key_bytes=settings.max_key_bytes,
+            max_value_bytes=settings.max_value_bytes,
+        )
+        self.node = Node(config, self.engine, random.Random(), self.started_ms)
+        self.host = NodeHost(self.node, self.engine, fsync_interval_ms=settings.fsync_interval_ms)
+        self.parser_limits = ParserLimits(
+            bulk_max_bytes=max(settings.max_value_bytes, settings.max_key_bytes) + 64 * 1024
+        )
+        self.metrics = Metrics()
+        self.stats = Stats()
+        self.resp_connections: dict[int, RespConnection] = {}
+        self.resp_port = settings.resp_port
+        self.http_port = settings.http_port
+        self._ids = itertools.count(1)
+        self._resp_server: asyncio.base_events.Server | None = None
+        self._http_runner: object | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._register_gauges()
+
+    # -- ServerView ---------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return now_ms()
+
+    def next_client_id(self) -> int:
+        return next(self._ids)
+
+    def client_list(self) -> list[Session]:
+        return [conn.session for conn in self.resp_connections.values()]
+
+    def config_values(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "bind": s.host,
+            "port": str(self.resp_port),
+            "maxmemory": str(s.maxmemory),
+            "maxmemory-policy": "allkeys-lru" if s.maxmemory else "noeviction",
+            "maxclients": str(s.max_clients),
+            "timeout": str(int(s.idle_timeout_s)),
+            "databases": "1",
+            "save": "",
+            "appendonly": "no",
+            "appendfsync": {"always": "always", "batch": "everysec", "never": "no"}[s.fsync.value],
+            "proto-max-bulk-len": str(s.max_value_bytes),
+            "requirepass": "",
+            "dir": str(Path(s.data_dir).resolve()),
+        }
+
+    def info_sections(self, sections: list[str]) -> str:
+        wanted = set(sections) or {"default"}
+        everything = bool(wanted & {"all", "everything"})
+        default = everything or "default" in wanted
+        out: list[str] = []
+        for name, build in (
+            ("server", self._info_server),
+            ("clients", self._info_clients),
+            ("memory", self._info_memory),
+            ("persistence", self._info_persistence),
+            ("stats", self._info_stats),
+            ("replication", self._info_replication),
+            ("keyspace", self._info_keyspace),
+            ("ringkv", self._info_ringkv),
+        ):
+            if default or name in wanted:
+                out.append(f"# {name.capitalize()}\r\n")
+                out.extend(f"{k}:{v}\r\n" for k, v in build().items())
+                out.append("\r\n")
+        return "".join(out).rstrip("\r\n") + "\r\n"
+
+    def _info_server(self) -> dict[str, object]:
+        uptime = (now_ms() - self.started_ms) // 1000
+        return {
+            "redis_version": VERSION_TEXT,
+            "ringkv_version": __version__,
+            "redis_mode": "standalone",
+            "os": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
+            "arch_bits": 64,
+            "process_id": os.getpid(),
+            "tcp_port": self.resp_port,
+            "http_port": self.http_port,
+            "uptime_in_seconds": uptime,
+            "uptime_in_days": uptime // 86400,
+            "executable": sys.executable,
+        }
+
+    def _info_clients(self) -> dict[str, object]:
+        return {
+            "connected_clients": len(self.resp_connections),
+            "maxclients": self.settings.max_clients,
+            "blocked_clients": 0,
+        }
+
+    def _info_memory(self) -> dict[str, object]:
+        rss = rss_bytes()
+        return {
+            "used_memory": self.engine.memory_bytes(),
+            "used_memory_human": _human(self.engine.memory_bytes()),
+            "used_memory_rss": rss,
+            "used_memory_rss_human": _human(rss),
+            "maxmemory": self.settings.maxmemory,
+            "maxmemory_human": _human(self.settings.maxmemory),
+            "maxmemory_policy": "allkeys-lru" if self.settings.maxmemory else "noeviction",
+        }
+
+    def _info_persistence(self) -> dict[str, object]:
+        return {
+            "engine": self.engine.name,
+            "fsync": self.engine.fsync.value,
+            "group_commits": self.host.commits,
+            "group_commit_failures": self.host.commit_failures,
+        }
+
+    def _info_stats(self) -> dict[str, object]:
+        evicted = getattr(self.engine, "evicted_keys", 0)
+        return {
+            "total_connections_received": self.stats.total_connections,
+            "total_commands_processed": self.stats.commands,
+            "rejected_connections": self.stats.rejected_connections,
+            "expired_keys": self.node.expired_keys,
+            "evicted_keys": evicted,
+            "total_error_replies": self.stats.errors,
+            "protocol_errors": self.stats.protocol_errors,
+        }
+
+    def _info_replication(self) -> dict[str, object]:
+        return {"role": "master", "connected_slaves": 0}
+
+    def _info_keyspace(self) -> dict[str, object]:
+        info: dict[str, object] = {}
+        for name in self.node.keyspaces:
+            count = self.node.count_keys(name)
+            if name == "default":
+                if count:
+                    info["db0"] = f"keys={count},expires=0,avg_ttl=0"
+            else:
+                info[f"keyspace_{name}"] = f"keys={count}"
+        return info
+
+    def _info_ringkv(self) -> dict[str, object]:
+        node = self.node
+        return {
+            "node_id": node.config.node_id,
+            "cluster_size": node.cluster_size,
+            "keyspaces": ",".join(
+                f"{s.name}:{s.mode.value}:n={s.effective_n(node.cluster_size)}"
+                for s in node.keyspaces.values()
+            ),
+            "max_key_bytes": node.config.max_key_bytes,
+            "max_value_bytes": node.config.max_value_bytes,
+        }
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.gauges["connections"] = lambda: len(self.resp_connections)
+        m.gauges["keys"] = lambda: sum(self.node.count_keys(n) for n in self.node.keyspaces)
+        m.gauges["data_bytes"] = lambda: self.engine.memory_bytes()
+        m.gauges["resident_memory_bytes"] = lambda: rss_bytes()
+        m.counters["expired_keys"] = lambda: self.node.expired_keys
+        m.counters["evicted_keys"] = lambda: getattr(self.engine, "evicted_keys", 0)
+        m.counters["group_commits"] = lambda: self.host.commits
+        m.counters["protocol_errors"] = lambda: self.stats.protocol_errors
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.host.start()
+        s = self.settings
+        self._resp_server = await loop.create_server(
+            lambda: RespConnection(self), s.host, s.resp_port, reuse_address=True, backlog=1024
+        )
+        self.resp_port = _bound_port(self._resp_server)
+        await self._start_http()
+        self._sweeper = asyncio.create_task(self._sweep_connections())
+        log.info(
+            "ringkv %s node %s: RESP on %s:%d, HTTP on http://%s:%d, engine %s, fsync %s",
+            __version__, s.node_id, s.host, self.resp_port, s.host, self.http_port,
+            self.engine.name, self.engine.fsync.value,
+        )  # fmt: skip
+        if s.ready_file:
+            _write_ready_file(s.ready_file, self)
+
+    async def _start_http(self) -> None:
+        from aiohttp import web
+
+        from ringkv.runtime.http import create_app
+
+        runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.http_port, reuse_address=True)
+        await site.start()
+        self._http_runner = runner
+        server = getattr(site, "_server", None)
+        if server is not None:
+            self.http_port = _bound_port(server)
+
+    async def _sweep_connections(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(1.0)
+            now = now_ms()
+            for conn in list(self.resp_connections.values()):
+                idle_ms = now - conn.session.last_active_ms
+                if conn.pending:
+                    continue
+                if conn.parser.buffered_bytes and idle_ms > s.request_timeout_s * 1000:
+                    conn.close_idle("request not completed in time")
+                elif s.idle_timeout_s and idle_ms > s.idle_timeout_s * 1000:
+                    conn.close_idle("idle timeout")
+
+    async def stop(self) -> None:
+        """Stop accepting, finish what is in flight, flush, close the engine."""
+        if self._resp_server is not None:
+            self._resp_server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        deadline = time.monotonic() + 5.0
+        while any(c.pending for c in self.resp_connections.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self.host.close()
+        for conn in list(self.resp_connections.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._http_runner is not None:
+            from aiohttp import web
+
+            assert isinstance(self._http_runner, web.AppRunner)
+            await self._http_runner.cleanup()
+        self.engine.close()
+        log.info("ringkv node %s stopped cleanly", self.settings.node_id)
+
+
+def _bound_port(server: object) -> int:
+    sockets = getattr(server, "sockets", None) or []
+    for sock in sockets:
+        if isinstance(sock, socket.socket) or hasattr(sock, "getsockname"):
+            return int(sock.getsockname()[1])
+    raise RuntimeError("server has no bound socket")
+
+
+def _write_ready_file(path: str, server: Server) -> None:
+    data = {
+        "pid": os.getpid(),
+        "node_id": server.settings.node_id,
+        "host": server.settings.host,
+        "resp_port": server.resp_port,
+        "http_port": server.http_port,
+    }
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (Linux) or getrusage."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024:
+            return f"{n:.2f}{unit}" if unit != "B" else f"{n}B"
+        n //= 1024
+    return f"{n:.2f}T"
+
+
+async def _serve(settings: ServerSettings) -> None:
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: no new connections, finishing in-flight requests")
+        await server.stop()
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Run until SIGTERM or SIGINT; exits cleanly after flushing."""
+    try:
+        import uvloop
+
+        uvloop.run(_serve(settings))
+    except ImportError:
+        asyncio.run(_serve(settings))
