@@ -458,9 +458,7 @@ class LmdbEngine:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty_tables) or (
-            self._unsynced and self.fsync is FsyncPolicy.ALWAYS
-        )
+        return bool(self._dirty_tables) or (self._unsynced and self.fsync is FsyncPolicy.ALWAYS)
 
     def flush(self) -> None:
         if not self._dirty_tables:
