@@ -1,20 +1,757 @@
-"""HTTP API (aiohttp). Being written; see issue 2."""
+"""HTTP API (aiohttp): keys as raw bodies, listing, health, metrics, OpenAPI.
+
+Theory of operation. This is a front end like the RESP server and just as
+thin (STYLE.md rule 20): each handler decodes its HTTP request into one core
+request (``Read``, ``Mutate``, ``Scan``, ``Count``), awaits
+``NodeHost.call`` (which releases the reply only after the group commit) and
+renders the result. An ``OpError`` becomes ``{"error": {"code", "message",
+"definite"}}`` with the status of DESIGN.md's error table; the ``code`` is the
+error kind (``invalid``, ``not_found``, ``too_large``, ``unavailable``,
+``timeout``, ...) plus the HTTP-only ``unauthorized``, ``method_not_allowed``
+and ``internal``.
+
+One middleware wraps every route: it checks the bearer password, turns
+aiohttp's 404/405 and any unexpected exception into that JSON error (logging
+the exception, never sending a traceback) and records the request in the
+metrics. A request body is read only after the password, the parameters and
+the declared length have been checked; a body over ``max_value_bytes`` is
+refused with 413 without being read, and a connection whose request body was
+left unread is closed rather than drained (``lingering_time`` 0).
+
+Keys: ``/v1/kv/{key}`` percent-decodes the rest of the path to the key's
+bytes (UTF-8 text is expected; any byte may be percent-encoded), and
+``/v1/kv?key_b64=`` takes URL-safe base64 for binary keys. Listing walks the
+ring with core ``Scan`` steps; its cursor is a ring token (see core/ring.py).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
+import msgpack
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ringkv import __version__
+from ringkv.core import ops
+from ringkv.core.clocks import vv_to_flat
+from ringkv.core.config import DEFAULT_KEYSPACE
+from ringkv.core.errors import OpError
+from ringkv.core.node import Count, Mutate, Read, ReadResult, Request, Scan, ScanResult
+from ringkv.core.record import Version
+from ringkv.core.ring import TOKEN_MAX, key_token
 
 if TYPE_CHECKING:
     from ringkv.runtime.server import Server
 
+__all__ = ["create_app", "openapi_document"]
+
+log = logging.getLogger("ringkv.http")
+
+KV_PREFIX = "/v1/kv/"
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 10_000
+# A listing request makes at most this many core Scan steps, each of at least
+# SCAN_STEP_KEYS keys, and then answers what it has with a cursor: a sparse
+# prefix costs the client more pages, never one unbounded request.
+SCAN_STEPS_MAX = 64
+SCAN_STEP_KEYS = 256
+BODY_SLACK_BYTES = 64 * 1024  # client_max_size = max_value_bytes + this
+BODY_CHUNK_BYTES = 64 * 1024
+INT64_MAX = 2**63 - 1
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpError(Exception):
+    """A refusal decided by the HTTP layer (bad parameter, bad password, size)."""
+
+    def __init__(self, status: int, code: str, message: str, *, definite: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.definite = definite
+
+
+def error_response(status: int, code: str, message: str, *, definite: bool = True) -> web.Response:
+    body = {"error": {"code": code, "message": message, "definite": definite}}
+    return web.json_response(body, status=status)
+
+
+def _op_error_response(error: OpError) -> web.Response:
+    return error_response(
+        error.http_status, error.kind.value, error.message, definite=error.definite
+    )
+
+
+def _invalid(message: str) -> HttpError:
+    return HttpError(400, "invalid", message)
+
+
+def _too_large(what: str, size: int, limit: int, option: str) -> HttpError:
+    return HttpError(413, "too_large", f"{what} is {size} bytes, over {option} ({limit})")
+
+
+# -- decoding --------------------------------------------------------------
+
+
+def _b64decode(text: str, name: str) -> bytes:
+    """URL-safe base64, padding optional; the standard alphabet is accepted too."""
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(f"{name} is not valid base64") from None
+
+
+def _b64key(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).decode("ascii")
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 20 or not low <= int(raw) <= high:
+        raise _invalid(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def _keyspace(request: web.Request) -> str:
+    return request.query.get("keyspace", DEFAULT_KEYSPACE)
+
+
+def _key(request: web.Request, max_key_bytes: int) -> bytes:
+    """The key from the path (percent-decoded bytes) or from ``?key_b64=``."""
+    raw_path = request.rel_url.raw_path
+    in_path = raw_path.startswith(KV_PREFIX)
+    b64 = request.query.get("key_b64")
+    if in_path and b64 is not None:
+        raise _invalid("give the key in the path or as key_b64, not both")
+    if in_path:
+        key = unquote_to_bytes(raw_path[len(KV_PREFIX) :])
+    elif b64 is not None:
+        key = _b64decode(b64, "key_b64")
+    else:
+        raise _invalid("key_b64 is required on /v1/kv (or use /v1/kv/{key})")
+    if len(key) > max_key_bytes:
+        raise _too_large("key", len(key), max_key_bytes, "max-key-bytes")
+    return key
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` before or while reading it."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large("value", declared, limit, "max-value-bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(BODY_CHUNK_BYTES):
+        total += len(chunk)
+        if total > limit:
+            raise HttpError(413, "too_large", f"value is over max-value-bytes ({limit})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- encoding --------------------------------------------------------------
+
+
+def _etag(version: Version) -> str:
+    hlc, dot = version.hlc, version.dot
+    return f'"{hlc.wall_ms}.{hlc.logical}.{dot.node}.{dot.counter}"'
+
+
+def encode_context(context: dict[str, int]) -> str:
+    packed: bytes = msgpack.packb(vv_to_flat(context), use_bin_type=True)
+    return base64.urlsafe_b64encode(packed).decode("ascii")
+
+
+def _text_or_b64(value: bytes) -> dict[str, str]:
+    try:
+        return {"value": value.decode("utf-8"), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"value": base64.b64encode(value).decode("ascii"), "encoding": "base64"}
+
+
+def _value_response(read: ReadResult) -> web.Response:
+    context = encode_context(read.context)
+    if len(read.versions) > 1:
+        siblings = [_text_or_b64(v.value) for v in read.versions]
+        body = {"siblings": siblings, "context": context}
+        return web.json_response(body, status=300, headers={"X-Ringkv-Context": context})
+    version = read.versions[0]
+    headers = {"ETag": _etag(version), "X-Ringkv-Context": context}
+    if version.expires_at_ms:
+        headers["X-Ringkv-Expires-At-Ms"] = str(version.expires_at_ms)
+    return web.Response(
+        body=version.value, content_type="application/octet-stream", headers=headers
+    )
+
+
+# -- listing ---------------------------------------------------------------
+
+
+def _cut_page(matched: list[bytes], room: int) -> tuple[list[bytes], int | None]:
+    """Keep ``room`` keys (more only where keys share a ring token, which a
+    cursor cannot split); the cursor is the token of the first key left out."""
+    if len(matched) <= room:
+        return matched, None
+    cut = room
+    while cut < len(matched) and key_token(matched[cut]) == key_token(matched[cut - 1]):
+        cut += 1
+    return matched[:cut], (key_token(matched[cut]) if cut < len(matched) else None)
+
+
+def _list_body(keys: list[bytes], cursor: int) -> dict[str, object]:
+    texts: list[str] = []
+    binary: list[str] = []
+    for key in keys:
+        try:
+            texts.append(key.decode("utf-8"))
+        except UnicodeDecodeError:
+            binary.append(_b64key(key))
+    return {"keys": texts, "keys_b64": binary, "cursor": str(cursor) if cursor else None}
+
+
+# -- the API ---------------------------------------------------------------
+
+
+class _Api:
+    """The route handlers; each decodes, makes one or a few core calls, renders."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.settings = server.settings
+
+    async def call(self, request: Request) -> object:
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await self.server.host.call(request)
+        except TimeoutError:
+            raise HttpError(
+                504, "timeout", "no answer in time; the outcome is unknown", definite=False
+            ) from None
+
+    async def get_key(self, request: web.Request) -> web.Response:
+        key = _key(request, self.settings.max_key_bytes)
+        result = await self.call(Read(_keyspace(request), key))
+        if isinstance(result, OpError):
+            return _op_error_response(result)
+        assert isinstance(result, ReadResult)
+        if not result.versions:
+            return error_response(404, "not_found", "no such key")
+        return _value_response(result)
+
+    async def put_key(self, request: web.Request) -> web.Response:
+        key = _key(request, self.settings.max_key_bytes)
+        ttl_high = INT64_MAX - self.server.now_ms()
+        ttl_ms = _int_param(request, "ttl_ms", 0, 1, ttl_high)  # 0: absent, no expiry
+        if "If-Match" in request.headers or "If-None-Match" in request.headers:
+            raise _invalid("conditional writes (If-Match, If-None-Match) are not supported yet")
+        value = await _read_body(request, self.settings.max_value_bytes)
+        expiry = ops.Expiry(ttl_ms=ttl_ms) if ttl_ms else None
+        result = await self.call(Mutate(_keyspace(request), key, ops.Put(value, expiry=expiry)))
+        if isinstance(result, OpError):
+            return _op_error_response(result)
+        return web.Response(status=204)
+
+    async def delete_key(self, request: web.Request) -> web.Response:
+        key = _key(request, self.settings.max_key_bytes)
+        result = await self.call(Mutate(_keyspace(request), key, ops.Remove()))
+        if isinstance(result, OpError):
+            return _op_error_response(result)
+        if not result:
+            return error_response(404, "not_found", "no such key")
+        return web.Response(status=204)
+
+    async def get_collection(self, request: web.Request) -> web.Response:
+        """``GET /v1/kv``: one key with ``?key_b64=``, else a page of keys."""
+        if "key_b64" not in request.query:
+            return await self.list_keys(request)
+        if {"prefix", "prefix_b64", "limit", "cursor"} & request.query.keys():
+            raise _invalid("key_b64 reads one key; prefix, limit and cursor are for listing")
+        return await self.get_key(request)
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        query = request.query
+        if "prefix" in query and "prefix_b64" in query:
+            raise _invalid("give prefix or prefix_b64, not both")
+        prefix = (
+            _b64decode(query["prefix_b64"], "prefix_b64")
+            if "prefix_b64" in query
+            else query.get("prefix", "").encode("utf-8", "surrogatepass")
+        )
+        limit = _int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+        cursor = _int_param(request, "cursor", 0, 0, TOKEN_MAX)
+        keyspace = _keyspace(request)
+        keys: list[bytes] = []
+        for _ in range(SCAN_STEPS_MAX):
+            room = limit - len(keys)
+            result = await self.call(Scan(keyspace, cursor, max(room, SCAN_STEP_KEYS)))
+            if isinstance(result, OpError):
+                return _op_error_response(result)
+            assert isinstance(result, ScanResult)
+            matched = [k for k in result.keys if k.startswith(prefix)]
+            page, cut_at = _cut_page(matched, room)
+            keys.extend(page)
+            cursor = cut_at if cut_at is not None else result.cursor
+            if cut_at is not None or cursor == 0 or len(keys) >= limit:
+                break
+        return web.json_response(_list_body(keys, cursor))
+
+    async def _key_counts(self) -> dict[str, int] | OpError:
+        counts: dict[str, int] = {}
+        for keyspace in list(self.server.node.keyspaces):
+            result = await self.call(Count(keyspace))
+            if isinstance(result, OpError):
+                return result
+            assert isinstance(result, int)
+            counts[keyspace] = result
+        return counts
+
+    async def health(self, request: web.Request) -> web.Response:
+        counts = await self._key_counts()
+        if isinstance(counts, OpError):
+            return _op_error_response(counts)
+        body = {
+            "status": "ok",
+            "node": self.settings.node_id,
+            "keys": sum(counts.values()),
+            "resp_port": self.server.resp_port,  # how `ringkv --url` finds the RESP port
+        }
+        return web.json_response(body)
+
+    async def info(self, request: web.Request) -> web.Response:
+        from ringkv.runtime.server import rss_bytes
+
+        counts = await self._key_counts()
+        if isinstance(counts, OpError):
+            return _op_error_response(counts)
+        server, s = self.server, self.settings
+        body = {
+            "node_id": s.node_id,
+            "version": __version__,
+            "engine": server.engine.name,
+            "fsync": server.engine.fsync.value,
+            "keys": sum(counts.values()),
+            "keyspaces": counts,
+            "memory": {
+                "data_bytes": server.engine.memory_bytes(),
+                "rss_bytes": rss_bytes(),
+                "maxmemory_bytes": s.maxmemory,
+            },
+            "limits": {"max_key_bytes": s.max_key_bytes, "max_value_bytes": s.max_value_bytes},
+            "ports": {"resp": server.resp_port, "http": server.http_port},
+            "uptime_s": (server.now_ms() - server.started_ms) // 1000,
+        }
+        return web.json_response(body)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = generate_latest(self.server.metrics.registry())
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(), dumps=lambda d: json.dumps(d, indent=1))
+
+
+# -- middleware --------------------------------------------------------------
+
+
+def _route_label(request: web.Request) -> str:
+    """``METHOD /path/{template}`` of the matched route, or ``unmatched``."""
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical}" if resource is not None else "unmatched"
+
+
+def _authorized(request: web.Request, password: str) -> bool:
+    sent = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(sent, f"Bearer {password}".encode())
+
+
+def _http_exception_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        return error_response(404, "not_found", f"no route for {request.path!r}")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error_response(
+            405, "method_not_allowed", f"{exc.method} is not allowed here; use {allowed}"
+        )
+        response.headers["Allow"] = allowed
+        return response
+    code = "too_large" if exc.status == 413 else "invalid" if exc.status < 500 else "internal"
+    return error_response(exc.status, code, exc.reason)
+
+
+def _guard(server: Server) -> Any:
+    password = server.settings.requirepass
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            if password and request.path != "/health" and not _authorized(request, password):
+                raise HttpError(401, "unauthorized", "send Authorization: Bearer <password>")
+            response = await handler(request)
+        except HttpError as exc:
+            response = error_response(exc.status, exc.code, exc.message, definite=exc.definite)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="ringkv"'
+        except web.HTTPException as exc:
+            response = _http_exception_response(request, exc)
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            response = error_response(
+                500, "internal", "internal error; see the server log", definite=False
+            )
+        if request.body_exists and not request.content.is_eof():
+            response.force_close()  # the unread body is not drained (lingering_time 0)
+        ok = response.status < 400 or (
+            response.status == 404 and request.match_info.route.resource is not None
+        )
+        server.metrics.observe("http", _route_label(request), ok, time.perf_counter() - started)
+        return response
+
+    return guard
+
+
+def _expect_continue(server: Server) -> Callable[[web.Request], Awaitable[web.Response | None]]:
+    """``Expect: 100-continue``: invite the body only when it will be read.
+
+    Without the invitation the handler refuses (401, 413) before any body
+    arrives; this runs before the middleware, so it answers JSON itself."""
+    s = server.settings
+
+    async def expect(request: web.Request) -> web.Response | None:
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            return error_response(417, "invalid", f"unsupported Expect: {expect!r}")
+        declared = request.content_length
+        refused = (declared is not None and declared > s.max_value_bytes) or (
+            s.requirepass and not _authorized(request, s.requirepass)
+        )
+        if not refused and request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    return expect
+
 
 def create_app(server: Server) -> web.Application:
-    app = web.Application()
-
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app.router.add_get("/health", health)
+    s = server.settings
+    app = web.Application(
+        middlewares=[_guard(server)],
+        client_max_size=s.max_value_bytes + BODY_SLACK_BYTES,
+        handler_args={
+            "lingering_time": 0,
+            # A key of max_key_bytes, each byte percent-encoded, fits the request line.
+            "max_line_size": 3 * s.max_key_bytes + 8192,
+        },
+    )
+    api = _Api(server)
+    routes = app.router
+    routes.add_get("/v1/kv/{key:.+}", api.get_key, allow_head=False)
+    expect = _expect_continue(server)
+    routes.add_put("/v1/kv/{key:.+}", api.put_key, expect_handler=expect)
+    routes.add_delete("/v1/kv/{key:.+}", api.delete_key)
+    routes.add_get("/v1/kv", api.get_collection, allow_head=False)
+    routes.add_put("/v1/kv", api.put_key, expect_handler=expect)
+    routes.add_delete("/v1/kv", api.delete_key)
+    routes.add_get("/v1/info", api.info, allow_head=False)
+    routes.add_get("/health", api.health, allow_head=False)
+    routes.add_get("/metrics", api.metrics, allow_head=False)
+    routes.add_get("/openapi.json", api.openapi, allow_head=False)
     return app
+
+
+# -- OpenAPI -------------------------------------------------------------------
+# Plain data, written by hand next to the handlers it describes; a test checks
+# that every route of the router is here and that the document validates.
+
+JsonObject = dict[str, Any]
+
+_ERROR_TEXT = {
+    400: "`invalid`: a bad parameter (ttl_ms, key_b64, prefix_b64, limit, cursor) or header",
+    401: "`unauthorized`: a password is set and `Authorization: Bearer <password>` is "
+    "missing or wrong",
+    404: "`not_found`: no such key, or no such keyspace",
+    413: "`too_large`: the key is over max-key-bytes or the value over max-value-bytes "
+    "(refused before the body is read when Content-Length says so)",
+    500: "`internal`: an unexpected failure, logged by the server (never a traceback)",
+    503: "`unavailable`: refused before any replica was asked, e.g. storage failing",
+    504: "`timeout`: no answer in time; the outcome is unknown (`definite` false)",
+    507: "`out_of_memory`: the memory engine cannot make room (maxmemory)",
+}
+_KEY_ERRORS = (400, 401, 404, 413, 500, 503, 504)
+
+
+def _ref(kind: str, name: str) -> JsonObject:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _errors(*statuses: int) -> JsonObject:
+    return {str(status): _ref("responses", f"E{status}") for status in statuses}
+
+
+def _json(schema: str, description: str) -> JsonObject:
+    content = {"application/json": {"schema": _ref("schemas", schema)}}
+    return {"description": description, "content": content}
+
+
+def _param(name: str, where: str, description: str, **schema: object) -> JsonObject:
+    spec = {"name": name, "in": where, "description": description}
+    return {**spec, "required": where == "path", "schema": {"type": "string", **schema}}
+
+
+_PARAMETERS: JsonObject = {
+    "key": _param(
+        "key", "path", "The key: the rest of the path, percent-decoded to bytes (UTF-8 text "
+        "expected; `/` allowed). Use `/v1/kv?key_b64=` for binary keys.",
+    ),
+    "key_b64": {
+        **_param("key_b64", "query", "The key as URL-safe base64 (padding optional)."),
+        "required": True,
+    },
+    "keyspace": _param("keyspace", "query", "Keyspace name.", default=DEFAULT_KEYSPACE),
+    "ttl_ms": _param(
+        "ttl_ms", "query", "Expire the key this many milliseconds after the write.",
+        type="integer", minimum=1, maximum=INT64_MAX,
+    ),
+    "prefix": _param("prefix", "query", "List only keys starting with this UTF-8 text."),
+    "prefix_b64": _param(
+        "prefix_b64", "query", "List only keys starting with these bytes (URL-safe base64)."
+    ),
+    "limit": _param(
+        "limit", "query", "Most keys in one page (more only where keys share a ring token).",
+        type="integer", minimum=1, maximum=LIST_LIMIT_MAX, default=LIST_LIMIT_DEFAULT,
+    ),
+    "cursor": _param(
+        "cursor", "query", "Where to resume: the `cursor` of the previous page (a ring token).",
+        pattern="^[0-9]{1,20}$",
+    ),
+}  # fmt: skip
+
+_STRING: JsonObject = {"type": "string"}
+_INTEGER: JsonObject = {"type": "integer"}
+_INTEGERS: JsonObject = {"type": "object", "additionalProperties": _INTEGER}
+_BYTES: JsonObject = {"application/octet-stream": {"schema": {**_STRING, "format": "binary"}}}
+
+_SCHEMAS: JsonObject = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "definite"],
+                "properties": {
+                    "code": {**_STRING, "examples": ["invalid", "not_found", "too_large"]},
+                    "message": _STRING,
+                    "definite": {
+                        "type": "boolean",
+                        "description": "true only when the request certainly had no effect",
+                    },
+                },
+            }
+        },
+    },
+    "Siblings": {
+        "type": "object",
+        "required": ["siblings", "context"],
+        "properties": {
+            "siblings": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["value", "encoding"],
+                    "properties": {
+                        "value": {**_STRING, "description": "UTF-8 text, else standard base64"},
+                        "encoding": {"enum": ["utf-8", "base64"]},
+                    },
+                },
+            },
+            "context": {**_STRING, "description": "as in X-Ringkv-Context"},
+        },
+    },
+    "KeyPage": {
+        "type": "object",
+        "required": ["keys", "keys_b64", "cursor"],
+        "properties": {
+            "keys": {"type": "array", "items": _STRING, "description": "keys that are UTF-8"},
+            "keys_b64": {
+                "type": "array",
+                "items": _STRING,
+                "description": "keys that are not UTF-8, as URL-safe base64 (usable as key_b64)",
+            },
+            "cursor": {
+                "type": ["string", "null"],
+                "description": "pass as `cursor` for the next page; null when the walk is done",
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "node", "keys", "resp_port"],
+        "properties": {
+            "status": {"const": "ok"},
+            "node": _STRING,
+            "keys": _INTEGER,
+            "resp_port": _INTEGER,
+        },
+    },
+    "Info": {
+        "type": "object",
+        "properties": {
+            "node_id": _STRING,
+            "version": _STRING,
+            "engine": {"enum": ["memory", "lmdb"]},
+            "fsync": {"enum": ["always", "batch", "never"]},
+            "keys": _INTEGER,
+            "keyspaces": _INTEGERS,
+            "memory": {
+                "type": "object",
+                "properties": {
+                    "data_bytes": _INTEGER,
+                    "rss_bytes": _INTEGER,
+                    "maxmemory_bytes": _INTEGER,
+                },
+            },
+            "limits": _INTEGERS,
+            "ports": _INTEGERS,
+            "uptime_s": _INTEGER,
+        },
+    },
+}
+
+_VALUE_HEADERS: JsonObject = {
+    "ETag": {"description": 'the version, "wall_ms.logical.node.counter"', "schema": _STRING},
+    "X-Ringkv-Context": {
+        "description": "causal context: URL-safe base64 of msgpack [node, counter, ...]",
+        "schema": _STRING,
+    },
+    "X-Ringkv-Expires-At-Ms": {
+        "description": "expiry in Unix milliseconds (only when the key has a TTL)",
+        "schema": _INTEGER,
+    },
+}
+_SIBLINGS = _json("Siblings", "Several live siblings (causal keyspaces) and their context.")
+
+
+def _kv_operations(key: JsonObject, suffix: str, id_suffix: str) -> JsonObject:
+    """GET/PUT/DELETE of one key, the key in the path or in ``key_b64``."""
+    params = [key, _ref("parameters", "keyspace")]
+    value = {"description": "The value (one live version), raw.", "headers": _VALUE_HEADERS}
+    return {
+        "get": {
+            "summary": f"Read a key{suffix}",
+            "operationId": f"getKey{id_suffix}",
+            "parameters": params,
+            "responses": {
+                "200": {**value, "content": _BYTES},
+                "300": _SIBLINGS,
+                **_errors(*_KEY_ERRORS),
+            },
+        },
+        "put": {
+            "summary": f"Write a key{suffix}; the raw body is the value",
+            "operationId": f"putKey{id_suffix}",
+            "parameters": [*params, _ref("parameters", "ttl_ms")],
+            "requestBody": {"required": True, "content": _BYTES},
+            "responses": {
+                "204": {"description": "Stored (acknowledged only once durable)."},
+                **_errors(*_KEY_ERRORS, 507),
+            },
+        },
+        "delete": {
+            "summary": f"Delete a key{suffix}",
+            "operationId": f"deleteKey{id_suffix}",
+            "parameters": params,
+            "responses": {"204": {"description": "Deleted."}, **_errors(*_KEY_ERRORS)},
+        },
+    }
+
+
+def _collection() -> JsonObject:
+    operations = _kv_operations(_ref("parameters", "key_b64"), " given as key_b64", "B64")
+    listing = ("keyspace", "prefix", "prefix_b64", "limit", "cursor")
+    key_b64 = {**_PARAMETERS["key_b64"], "required": False}
+    operations["get"] = {
+        "summary": "List keys, or read one key given as key_b64",
+        "description": "Without `key_b64`: a page of keys in ring order, found in at most "
+        f"{SCAN_STEPS_MAX} scan steps; a page may hold fewer than `limit` keys while more "
+        "remain, so continue until `cursor` is null. Keys that are not UTF-8 are listed in "
+        "`keys_b64`. With `key_b64` (and none of prefix, prefix_b64, limit, cursor) it "
+        "reads that key as `GET /v1/kv/{key}` does.",
+        "operationId": "listKeys",
+        "parameters": [key_b64, *(_ref("parameters", name) for name in listing)],
+        "responses": {
+            "200": {
+                "description": "A page of keys (JSON); with key_b64, the raw value.",
+                "headers": _VALUE_HEADERS,
+                "content": {"application/json": {"schema": _ref("schemas", "KeyPage")}, **_BYTES},
+            },
+            "300": _SIBLINGS,
+            **_errors(*_KEY_ERRORS),
+        },
+    }
+    return operations
+
+
+def _get(operation_id: str, summary: str, content: JsonObject, *errors: int) -> JsonObject:
+    ok = {"description": summary, "content": content}
+    operation = {"summary": summary, "operationId": operation_id}
+    return {"get": {**operation, "responses": {"200": ok, **_errors(*errors)}}}
+
+
+def openapi_document() -> JsonObject:
+    """The OpenAPI 3.1 description of every route ``create_app`` registers."""
+    health = _get("health", "Liveness and key count", _json("Health", "")["content"], 500, 503)
+    health["get"]["security"] = []  # no password needed, even when one is set
+    text = {"text/plain": {"schema": _STRING}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ringkv HTTP API", "version": __version__, "description": _ABOUT},
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/v1/kv/{key}": _kv_operations(_ref("parameters", "key"), "", "InPath"),
+            "/v1/kv": _collection(),
+            "/v1/info": _get("info", "Node, engine, fsync, keys, memory",
+                             _json("Info", "")["content"], 401, 500, 503, 504),
+            "/health": health,
+            "/metrics": _get("metrics", "Prometheus metrics (text format)", text, 401, 500),
+            "/openapi.json": _get("openapi", "This document",
+                                  {"application/json": {"schema": {"type": "object"}}}, 401, 500),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "parameters": _PARAMETERS,
+            "schemas": _SCHEMAS,
+            "responses": {
+                f"E{status}": _json("Error", meaning)
+                for status, meaning in _ERROR_TEXT.items()
+            },
+        },
+    }  # fmt: skip
+
+
+_ABOUT = (
+    "Keys and values as raw bytes over HTTP. Every error is JSON "
+    '`{"error": {"code", "message", "definite"}}`; any route answers 405 '
+    "(`method_not_allowed`, with an Allow header) to a method it does not list, and any "
+    "other path answers 404 (`not_found`). When the server has a password, every route but "
+    "/health needs `Authorization: Bearer <password>`. PUT answers 204 with no body; "
+    "with `Expect: 100-continue` the body is invited only when it will be read, and an "
+    "Expect other than 100-continue answers 417. A request refused before its body was "
+    "read closes its connection. Until causal contexts and compare-and-set reach the core, "
+    "PUT ignores X-Ringkv-Context and refuses If-Match / If-None-Match with 400."
+)
