@@ -65,8 +65,9 @@ def start_in_thread(settings: ServerSettings) -> RunningServer:
             finally:
                 started.set()
 
-        loop.create_task(boot())
+        task = loop.create_task(boot())
         loop.run_forever()
+        del task
 
     thread = threading.Thread(target=run, daemon=True, name="ringkv-test-server")
     thread.start()
@@ -131,7 +132,9 @@ class ServerProcess:
         return self.proc.wait(timeout=15)
 
 
-def spawn_server(tmp_path: Path, *args: str, name: str = "n1", timeout_s: float = 20.0) -> ServerProcess:
+def spawn_server(
+    tmp_path: Path, *args: str, name: str = "n1", timeout_s: float = 20.0
+) -> ServerProcess:
     """Start `ringkv serve` as a real process on free ports; wait for its ready file."""
     ready = tmp_path / f"{name}.ready.json"
     ready.unlink(missing_ok=True)

@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parent.parent / "src" / "ringkv" / "core"
-FORBIDDEN_MODULES = {"asyncio", "socket", "ssl", "threading", "time", "os", "selectors", "uuid", "secrets", "subprocess"}
+FORBIDDEN_MODULES = {
+    "asyncio",
+    "socket",
+    "ssl",
+    "threading",
+    "time",
+    "os",
+    "selectors",
+    "uuid",
+    "secrets",
+    "subprocess",
+}
 FORBIDDEN_CALLS = {"hash", "uuid4", "time", "time_ns", "monotonic", "perf_counter", "urandom"}
 
 
@@ -23,12 +34,21 @@ def _violations(tree: ast.AST) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module.split(".")[0] in FORBIDDEN_MODULES:
-                found.append(node.module)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] in FORBIDDEN_MODULES
+        ):
+            found.append(node.module)
         elif isinstance(node, ast.Call):
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
             if name in FORBIDDEN_CALLS:
                 found.append(f"{name}() at line {node.lineno}")
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.frontend.commands import Call, Close, Session, dispatch
@@ -40,7 +40,11 @@ class _Slot:
     __slots__ = ("command", "conn", "done", "finish", "remaining", "reply", "results", "started")
 
     def __init__(
-        self, conn: RespConnection, finish: Callable[[list[object]], object] | None, n: int, command: str
+        self,
+        conn: RespConnection,
+        finish: Callable[[list[object]], object] | None,
+        n: int,
+        command: str,
     ) -> None:
         self.conn = conn
         self.finish = finish
@@ -93,15 +97,17 @@ class RespConnection(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        tcp = cast(asyncio.Transport, transport)
+        self.transport = tcp
         server = self.server
         if len(server.resp_connections) >= server.settings.max_clients:
             server.stats.rejected_connections += 1
-            self.transport.write(b"-ERR max number of clients reached\r\n")
-            self.transport.close()
+            tcp.write(b"-ERR max number of clients reached\r\n")
+            tcp.close()
             self.closing = True
             return
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
+        tcp.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
         now = server.now_ms()
         peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
         self.session = Session(
@@ -264,4 +270,3 @@ def _addr(info: object) -> str:
     if isinstance(info, tuple) and len(info) >= 2:
         return f"{info[0]}:{info[1]}"
     return str(info or "")
-

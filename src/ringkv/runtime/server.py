@@ -254,8 +254,8 @@ class Server:
         m = self.metrics
         m.gauges["connections"] = lambda: len(self.resp_connections)
         m.gauges["keys"] = lambda: sum(self.node.count_keys(n) for n in self.node.keyspaces)
-        m.gauges["data_bytes"] = lambda: self.engine.memory_bytes()
-        m.gauges["resident_memory_bytes"] = lambda: rss_bytes()
+        m.gauges["data_bytes"] = self.engine.memory_bytes
+        m.gauges["resident_memory_bytes"] = rss_bytes
         m.counters["expired_keys"] = lambda: self.node.expired_keys
         m.counters["evicted_keys"] = lambda: getattr(self.engine, "evicted_keys", 0)
         m.counters["group_commits"] = lambda: self.host.commits
@@ -316,8 +316,10 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
         deadline = time.monotonic() + 5.0
-        while any(c.pending for c in self.resp_connections.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        while (
+            any(c.pending for c in self.resp_connections.values()) and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)  # noqa: ASYNC110  (in-flight replies, polled with a deadline)
         self.host.close()
         for conn in list(self.resp_connections.values()):
             if conn.transport is not None:
@@ -355,9 +357,8 @@ def _write_ready_file(path: str, server: Server) -> None:
 
 def rss_bytes() -> int:
     """Resident set size of this process, from /proc (Linux) or getrusage."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
