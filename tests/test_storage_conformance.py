@@ -695,3 +695,26 @@ def test_memory_expiry_heap_stays_bounded_under_overwrites() -> None:
         table.put(b"k", b"v", 1_000_000 + i)
     assert len(table._expiry_heap) <= 4 * 1024 + 1
     assert table.expiry_candidates(10**12, 10) == [b"k"]
+
+
+def test_lmdb_data_dir_is_locked_against_a_second_process(tmp_path: Path) -> None:
+    engine = LmdbEngine(tmp_path / "db")
+    try:
+        code = (
+            "import sys; from ringkv.storage.lmdb_engine import LmdbEngine\n"
+            "from ringkv.storage.base import StorageError\n"
+            "try:\n    LmdbEngine(sys.argv[1])\nexcept StorageError as e:\n"
+            "    print(e); sys.exit(7)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "db")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 7, result.stderr
+        assert "in use by another ringkv process" in result.stdout
+    finally:
+        engine.close()
+    # Once closed, another engine may open it.
+    LmdbEngine(tmp_path / "db").close()

@@ -29,6 +29,7 @@ cached read transaction, renewed after each commit. The buffer is bounded by
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import os
 from bisect import bisect_left
@@ -369,6 +370,10 @@ class LmdbEngine:
         always = fsync is FsyncPolicy.ALWAYS
         try:
             os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the data directory {self.path}: {exc}") from exc
+        self._lock_fd = _lock_data_dir(self.path)
+        try:
             # ALWAYS: LMDB syncs inside commit (data pages, then the meta page
             # with O_DSYNC). Committing with MDB_NOSYNC and calling env.sync()
             # after would save one flush per commit (about 15% here), but then
@@ -384,6 +389,7 @@ class LmdbEngine:
                 readahead=False,  # random access by hash: readahead only evicts
             )
         except (lmdb.Error, OSError) as exc:
+            os.close(self._lock_fd)
             raise StorageError(f"cannot open LMDB environment at {self.path}: {exc}") from exc
         self._open_existing_tables()
 
@@ -398,6 +404,7 @@ class LmdbEngine:
                         self._tables[name] = self._open_table(name, txn)
         except lmdb.Error as exc:
             self._env.close()
+            os.close(self._lock_fd)
             raise StorageError(f"cannot open the tables of {self.path}: {exc}") from exc
 
     def _open_table(self, name: str, txn: lmdb.Transaction[bytes]) -> LmdbTable:
@@ -508,6 +515,7 @@ class LmdbEngine:
         finally:
             self._drop_read_txn()
             self._env.close()
+            os.close(self._lock_fd)  # releases the data directory lock
             self._closed = True
             self._tables.clear()
             self._dirty_tables.clear()
@@ -515,6 +523,26 @@ class LmdbEngine:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"the LMDB engine at {self.path} is closed")
+
+
+def _lock_data_dir(path: str) -> int:
+    """Take an exclusive lock on ``path/LOCK`` for this process's lifetime.
+
+    Two processes writing one environment (an embedded store and a server,
+    or two servers) would each keep their own pending buffers and counters;
+    the second one is refused with a clear error instead. The kernel drops
+    the lock when the process dies, so a SIGKILL never leaves it stale.
+    """
+    fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(
+            f"the data directory {path} is in use by another ringkv process; "
+            "stop it, or give this one its own --data-dir"
+        ) from exc
+    return fd
 
 
 def _storage_error(what: str, exc: lmdb.Error, map_size: int) -> StorageError:
