@@ -719,3 +719,21 @@ def test_lmdb_data_dir_is_locked_against_a_second_process(tmp_path: Path) -> Non
         engine.close()
     # Once closed, another engine may open it.
     LmdbEngine(tmp_path / "db").close()
+
+
+def test_count_expiring_follows_puts_overwrites_and_deletes(engine: Engine) -> None:
+    table = engine.table("ks:x")
+    table.put(b"a", b"r", 1000)
+    table.put(b"b", b"r", 2000)
+    table.put(b"c", b"r", 0)
+    assert table.count_expiring() == 2
+    engine.flush()
+    assert table.count_expiring() == 2
+    table.put(b"a", b"r", 0)  # persist
+    table.delete(b"b")
+    table.put(b"c", b"r", 5000)
+    assert table.count_expiring() == 1
+    engine.flush()
+    assert table.count_expiring() == 1
+    table.clear()
+    assert table.count_expiring() == 0

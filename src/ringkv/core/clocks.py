@@ -55,6 +55,9 @@ class HlcTimestamp(NamedTuple):
     logical: int
 
 
+_HLC_ZERO = HlcTimestamp(0, 0)
+
+
 class LamportClock:
     """A Lamport counter: ``tick`` for a local event, ``observe`` on receipt."""
 
@@ -81,7 +84,7 @@ class HlcClock:
 
     __slots__ = ("last",)
 
-    def __init__(self, last: HlcTimestamp = HlcTimestamp(0, 0)) -> None:
+    def __init__(self, last: HlcTimestamp = _HLC_ZERO) -> None:
         self.last = last
 
     def now(self, physical_ms: int) -> HlcTimestamp:
@@ -166,7 +169,7 @@ def vv_from_flat(flat: Iterable[object]) -> dict[str, int]:
     vector: dict[str, int] = {}
     for i in range(0, len(items), 2):
         node, counter = items[i], items[i + 1]
-        if not isinstance(node, str) or not isinstance(counter, int) or counter < 0:
+        if not isinstance(node, str) or type(counter) is not int or counter < 0:
             raise ValueError("a flat version vector alternates node ids and counters")
         vector[node] = max(vector.get(node, 0), counter)
     return vector

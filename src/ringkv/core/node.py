@@ -48,7 +48,7 @@ __all__ = [
     "Flush",
     "Mutate",
     "Node",
-    "PutAllIfAbsent",
+    "PutMany",
     "Read",
     "ReadResult",
     "RandomKey",
@@ -72,11 +72,14 @@ class Mutate:
 
 
 @dataclass(frozen=True, slots=True)
-class PutAllIfAbsent:
-    """MSETNX: all or nothing, atomic only where one replica holds every key."""
+class PutMany:
+    """MSET (per key, not atomic) or MSETNX (``only_if_all_absent``: all or
+    nothing, atomic only where one replica holds every key). Every key and
+    value is checked against the limits before anything is written."""
 
     keyspace: str
     items: tuple[tuple[bytes, bytes], ...]
+    only_if_all_absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class Flush:
     keyspace: str | None
 
 
-Request: TypeAlias = Read | Mutate | PutAllIfAbsent | Scan | Count | RandomKey | Flush
+Request: TypeAlias = Read | Mutate | PutMany | Scan | Count | RandomKey | Flush
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,10 @@ class Node:
         """Keys stored for ``keyspace`` (including expired ones not yet reclaimed)."""
         return self._table(keyspace).count() if keyspace in self.keyspaces else 0
 
+    def count_expiring(self, keyspace: str) -> int:
+        """Keys of ``keyspace`` that carry an expiry."""
+        return self._table(keyspace).count_expiring() if keyspace in self.keyspaces else 0
+
     def take_replies(self) -> list[tuple[object, object]]:
         replies, self._replies = self._replies, []
         return replies
@@ -189,8 +196,8 @@ class Node:
                 return self._read(ks, key, now_ms)
             case Mutate(keyspace=ks, key=key, mutation=mutation):
                 return self._mutate(ks, key, mutation, now_ms)
-            case PutAllIfAbsent(keyspace=ks, items=items):
-                return self._put_all_if_absent(ks, items, now_ms)
+            case PutMany():
+                return self._put_many(request, now_ms)
             case Scan():
                 return self._scan(request, now_ms)
             case Count(keyspace=ks):
@@ -258,23 +265,28 @@ class Node:
         table.put(key, pack_record(new), _record_expiry(new))
         return outcome.result
 
-    def _put_all_if_absent(
-        self, keyspace: str, items: tuple[tuple[bytes, bytes], ...], now_ms: int
-    ) -> object:
-        spec = self.keyspaces.get(keyspace)
-        if spec is not None and spec.effective_n(self.cluster_size) > 1:
-            return OpError(
-                ErrorKind.WRONG_LEVEL,
-                "MSETNX needs one replica holding every key; use a strong keyspace",
-                code="WRONGLEVEL",
-            )
-        for key, _ in items:
-            read = self._read(keyspace, key, now_ms)
-            if isinstance(read, OpError):
-                return read
-            if read.versions:
-                return False
-        for key, value in items:
+    def _put_many(self, request: PutMany, now_ms: int) -> object:
+        keyspace = request.keyspace
+        for key, value in request.items:
+            if len(key) > self.config.max_key_bytes:
+                return self._key_too_large(key)
+            if len(value) > self.config.max_value_bytes:
+                return self._value_too_large(value)
+        if request.only_if_all_absent:
+            spec = self.keyspaces.get(keyspace)
+            if spec is not None and spec.effective_n(self.cluster_size) > 1:
+                return OpError(
+                    ErrorKind.WRONG_LEVEL,
+                    "MSETNX needs one replica holding every key; use a strong keyspace",
+                    code="WRONGLEVEL",
+                )
+            for key, _ in request.items:
+                read = self._read(keyspace, key, now_ms)
+                if isinstance(read, OpError):
+                    return read
+                if read.versions:
+                    return False
+        for key, value in request.items:
             result = self._mutate(keyspace, key, ops.Put(value), now_ms)
             if isinstance(result, OpError):
                 return result

@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
+from fractions import Fraction
 from typing import TypeAlias
 
 from ringkv.core import errors
@@ -43,41 +45,163 @@ __all__ = [
     "Remove",
     "SetRange",
     "format_float",
+    "parse_float",
     "parse_int64",
 ]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _INT_RE = re.compile(rb"-?[1-9][0-9]{0,18}|0")
-_FLOAT_RE = re.compile(
-    rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?inf(?:inity)?", re.I
-)
 
 
 def parse_int64(raw: bytes) -> int | None:
     """Redis ``string2ll``: the exact decimal form of a signed 64-bit integer."""
-    if len(raw) > 20 or _INT_RE.fullmatch(raw) is None or raw == b"-0":
+    if len(raw) > 20 or _INT_RE.fullmatch(raw) is None:
         return None
     value = int(raw)
     return value if INT64_MIN <= value <= INT64_MAX else None
 
 
-def parse_float(raw: bytes) -> float | None:
-    """Redis ``string2ld``: a decimal float with no surrounding space."""
-    if len(raw) > 5000 or _FLOAT_RE.fullmatch(raw) is None:
+# INCRBYFLOAT computes in C ``long double`` (t_string.c incrbyfloatCommand),
+# which on x86-64 is the x87 80-bit extended format: a 64-bit significand,
+# subnormals down to 2**-16445, overflow at 2**16384. Python has no such type,
+# so a value is an exact Fraction rounded to that format after every step;
+# this is what makes 0.1 + 0.2 answer b"0.3" as Redis does, where binary64
+# arithmetic would answer b"0.30000000000000004". Infinity is a float.
+_LD_SIGNIFICAND_BITS = 64
+_LD_EXP_MIN = -16445  # exponent of the smallest subnormal, 2**-16445
+_LD_OVERFLOW = 1 << 16384  # the smallest magnitude that rounds to infinity
+_LD_CHARS_MAX = 5 * 1024  # util.h MAX_LONG_DOUBLE_CHARS: string2ld refuses longer
+_LD_DECIMAL_DIGITS = 17  # ld2string LD_STR_HUMAN prints "%.17Lf"
+_DECIMAL_RE = re.compile(
+    rb"(?P<sign>[+-]?)(?:(?P<int>[0-9]+)\.?(?P<frac>[0-9]*)|\.(?P<frac2>[0-9]+))"
+    rb"(?:[eE](?P<exp>[+-]?[0-9]+))?"
+)
+_HEX_RE = re.compile(
+    rb"(?P<sign>[+-]?)0[xX](?:(?P<int>[0-9a-fA-F]+)\.?(?P<frac>[0-9a-fA-F]*)"
+    rb"|\.(?P<frac2>[0-9a-fA-F]+))(?:[pP](?P<exp>[+-]?[0-9]+))?"
+)
+_INF_RE = re.compile(rb"(?P<sign>[+-]?)inf(?:inity)?", re.IGNORECASE)
+_EXPONENT_DIGITS_MAX = 9  # a longer exponent is far outside every range here
+
+
+def _exponent(text: bytes | None) -> int | None:
+    """The exponent's value, or None when it is too long to matter."""
+    if text is None:
+        return 0
+    digits = text.lstrip(b"+-").lstrip(b"0")
+    if len(digits) > _EXPONENT_DIGITS_MAX:
         return None
-    value = float(raw)
-    return None if math.isnan(value) else value
+    value = int(digits or b"0")
+    return -value if text.startswith(b"-") else value
+
+
+def _floor_log2(magnitude: Fraction) -> int:
+    num, den = magnitude.numerator, magnitude.denominator
+    k = num.bit_length() - den.bit_length()
+    below = num < (den << k) if k >= 0 else (num << -k) < den
+    return k - 1 if below else k
+
+
+def _round_long_double(exact: Fraction) -> Fraction | float:
+    """``exact`` rounded half-to-even to the x87 format; +-inf past its range."""
+    if exact == 0:
+        return Fraction(0)
+    magnitude = abs(exact)
+    exponent = max(_floor_log2(magnitude) - (_LD_SIGNIFICAND_BITS - 1), _LD_EXP_MIN)
+    significand = round(magnitude / Fraction(2) ** exponent)  # round() is half-to-even
+    rounded = significand * Fraction(2) ** exponent
+    if rounded >= _LD_OVERFLOW:
+        return math.inf if exact > 0 else -math.inf
+    return rounded if exact > 0 else -rounded
+
+
+def _exact_value(raw: bytes) -> Fraction | float | None:
+    """The exact value of text in strtold's syntax (decimal, hexadecimal or
+    infinity); None when it is not a number, or so far outside the long
+    double range that it certainly overflows or underflows to zero."""
+    if match := _INF_RE.fullmatch(raw):
+        return -math.inf if match["sign"] == b"-" else math.inf
+    hexadecimal = _HEX_RE.fullmatch(raw)
+    match = hexadecimal or _DECIMAL_RE.fullmatch(raw)
+    if match is None:
+        return None
+    frac = match["frac"] if match["frac2"] is None else match["frac2"]
+    digits = ((match["int"] or b"") + frac).lstrip(b"0")
+    if not digits:
+        return Fraction(0)
+    exponent = _exponent(match["exp"])
+    if exponent is None:
+        return None
+    if hexadecimal:
+        coefficient, base = int(digits, 16), 2
+        exponent -= 4 * len(frac)
+        log2_top = exponent + coefficient.bit_length() - 1
+    else:
+        coefficient, base = int(Decimal(digits.decode())), 10  # int() has a digit limit
+        exponent -= len(frac)
+        log2_top = math.floor((exponent + len(digits) - 1) * math.log2(10))
+    if not -16450 < log2_top < 16390:
+        return None
+    value = coefficient * Fraction(base) ** exponent
+    return -value if match["sign"] == b"-" else value
+
+
+def _string2ld(raw: bytes) -> tuple[Fraction | float, Fraction | float] | None:
+    """Redis ``string2ld`` (util.c): strtold over the whole string, with no
+    leading space, refusing overflow and underflow to zero. Returns the exact
+    value and the long double it reads as, or None when Redis refuses it."""
+    if not raw or len(raw) >= _LD_CHARS_MAX:
+        return None
+    exact = _exact_value(raw)
+    if exact is None:
+        return None
+    if isinstance(exact, float):
+        return exact, exact  # an infinity, which strtold accepts
+    value = _round_long_double(exact)
+    if isinstance(value, float) or (value == 0 and exact != 0):
+        return None
+    return exact, value
+
+
+def _format_long_double(value: Fraction) -> bytes:
+    """Redis ``ld2string`` in LD_STR_HUMAN mode: "%.17Lf", then trailing
+    zeros and point removed, and "-0" written "0"."""
+    scaled = round(value * 10**_LD_DECIMAL_DIGITS)  # glibc printf rounds half-to-even
+    if scaled == 0:
+        return b"0"
+    # format(Decimal) has no 4300-digit limit, unlike str(int).
+    digits = format(Decimal(abs(scaled)), "f").rjust(_LD_DECIMAL_DIGITS + 1, "0")
+    whole, frac = digits[:-_LD_DECIMAL_DIGITS], digits[-_LD_DECIMAL_DIGITS:].rstrip("0")
+    text = f"{whole}.{frac}" if frac else whole
+    return (f"-{text}" if scaled < 0 else text).encode()
+
+
+def parse_float(raw: bytes) -> float | None:
+    """Redis ``string2ld`` acceptance (decimal, hexadecimal, inf; no spaces;
+    within the long double range), as the nearest double (+-inf past its range)."""
+    parsed = _string2ld(raw)
+    if parsed is None:
+        return None
+    exact = parsed[0]
+    if isinstance(exact, float):
+        return exact
+    try:
+        return float(exact)  # correctly rounded, unlike a trip through long double
+    except OverflowError:
+        return math.inf if exact > 0 else -math.inf
 
 
 def format_float(value: float) -> bytes:
     """The shortest decimal that reads back as ``value``, without exponent."""
+    if not math.isfinite(value):
+        return repr(value).encode()  # inf, -inf, nan, as ld2string writes them
     if value == int(value) and abs(value) < 1e17:
         return str(int(value)).encode()
     text = repr(value)
     if "e" in text or "E" in text:
         text = f"{value:.17f}".rstrip("0").rstrip(".")
-    return text.encode()
+    return b"0" if text == "-0" else text.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +289,10 @@ class Remove:
     """DEL (result: whether the key existed) or GETDEL (result: the old value)."""
 
     return_old: bool = False
-    blind = True
+
+    @property
+    def blind(self) -> bool:
+        return not self.return_old  # GETDEL answers with what it read
 
     def apply(self, current: Version | None, now_ms: int, limits: Limits) -> Outcome:
         if current is None:
@@ -250,22 +377,35 @@ class IncrBy:
 
 @dataclass(frozen=True, slots=True)
 class IncrByFloat:
-    """INCRBYFLOAT. Result: the new value as its decimal text."""
+    """INCRBYFLOAT. Result: the new value as its decimal text.
 
-    delta: float
+    ``delta`` is best given as the client's raw argument (bytes), read exactly
+    as Redis reads it; a float is read as its shortest decimal text (repr),
+    which is the same number for any argument of up to 17 significant digits.
+    """
+
+    delta: float | bytes
     blind = False
 
     def apply(self, current: Version | None, now_ms: int, limits: Limits) -> Outcome:
-        base = 0.0
+        raw_delta = self.delta if isinstance(self.delta, bytes) else repr(self.delta).encode()
+        delta = _string2ld(raw_delta)
+        if delta is None:
+            if isinstance(self.delta, float) and math.isnan(self.delta):
+                return Outcome(errors.NAN_OR_INF)
+            return Outcome(errors.NOT_FLOAT)
+        base: Fraction | float = Fraction(0)
         if current is not None:
-            parsed = parse_float(current.value)
+            parsed = _string2ld(current.value)
             if parsed is None:
                 return Outcome(errors.NOT_FLOAT)
-            base = parsed
-        total = base + self.delta
-        if math.isnan(total) or math.isinf(total):
+            base = parsed[1]
+        if isinstance(base, float) or isinstance(delta[1], float):
+            return Outcome(errors.NAN_OR_INF)  # an infinity: the sum is +-inf or NaN
+        total = _round_long_double(base + delta[1])
+        if isinstance(total, float):
             return Outcome(errors.NAN_OR_INF)
-        text = format_float(total)
+        text = _format_long_double(total)
         return Outcome(text, value=text, expires_at_ms=_kept_expiry(current))
 
 
@@ -293,6 +433,8 @@ class SetRange:
     blind = False
 
     def apply(self, current: Version | None, now_ms: int, limits: Limits) -> Outcome:
+        if self.offset < 0:  # t_string.c checks this before anything else
+            return Outcome(errors.OFFSET_OUT_OF_RANGE)
         old = current.value if current is not None else b""
         if not self.data:
             return Outcome(len(old))

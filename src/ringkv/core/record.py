@@ -9,23 +9,41 @@ tombstone flag (a delete is a version too, so that it can supersede older
 versions on replicas that missed it).
 
 Reconciling two sibling sets (``sync``) keeps every version that no version on
-the other side has seen; this is the DVV ``sync`` of Preguiça et al. In an
-``lww`` keyspace the survivors are then cut to one: the largest
-``(hlc, writer node, counter)``. A write that causally follows another carries
-a context covering the other's dot, so it always survives ``sync`` and hence
-always wins, whatever the HLC; only truly concurrent writes are ordered by
-time.
+the other side has seen; this is the DVV ``sync`` of Preguiça et al., a join:
+commutative, associative and idempotent, so replicas that exchange records in
+any order converge. In an ``lww`` keyspace a reader is answered with one
+version (``resolve``): the largest ``(hlc, writer node, counter)`` of the
+reconciled set. A write that causally follows another carries a context
+covering the other's dot, so it always survives ``sync`` and hence always
+wins, whatever the HLC; only truly concurrent writes are ordered by time.
+
+A replica stores what ``sync`` returns, never what ``resolve`` picked from
+it: an lww record holds one version after a local write (whose context covers
+everything the coordinator held) and can hold concurrent ones between an
+exchange and the next write. Storing the resolved record instead would make
+a replica forget the losers' dots (a coordinator numbers its next dot from
+the record, and would hand out one dot for two writes), and would not
+converge when an HLC is smaller than one its write causally follows: storing
+the pick of each pairwise merge is not associative.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import msgpack
 
-from ringkv.core.clocks import Dot, HlcTimestamp, vv_covers, vv_from_flat, vv_merge, vv_to_flat
+from ringkv.core.clocks import (
+    Dot,
+    HlcTimestamp,
+    vv_covers,
+    vv_descends,
+    vv_from_flat,
+    vv_merge,
+    vv_to_flat,
+)
 
 __all__ = [
     "ConflictMode",
@@ -43,6 +61,7 @@ __all__ = [
 ]
 
 RECORD_FORMAT = 1
+_ROW_FIELDS = 8
 
 
 class ConflictMode(Enum):
@@ -72,7 +91,12 @@ class Version:
 
 
 def causal_past(version: Version) -> dict[str, int]:
-    """The version vector of everything ``version`` has seen, itself included."""
+    """The version vector of everything ``version`` has seen, itself included.
+
+    A vector cannot hold a gap, so this also covers the dots of the writer's
+    node below ``version.dot`` that the write never saw: right for the context
+    a reader of the whole record gets (``record_vv``), wrong for deciding
+    what a version supersedes (``sync`` uses the context alone)."""
     past = dict(version.context)
     if past.get(version.dot.node, 0) < version.dot.counter:
         past[version.dot.node] = version.dot.counter
@@ -90,26 +114,72 @@ def lww_order_key(version: Version) -> tuple[int, int, str, int]:
 
 
 def sync(ours: Sequence[Version], theirs: Sequence[Version]) -> list[Version]:
-    """Union of two sibling sets minus every version the other side has seen."""
+    """Union of two sibling sets minus every version the other side has seen.
+
+    A version is superseded when another version's *context* covers its dot.
+    The context, not ``causal_past``: a dot need not follow its context
+    without a gap (a blind write ``(n1, 2)`` with an empty context is
+    concurrent with ``(n1, 1)``, which it never saw), and filling the gap would
+    silently drop the sibling ``(n1, 1)``.
+
+    Nothing a dropped version knew is forgotten: a version that supersedes
+    another has, by transitivity, seen everything the other had seen, and its
+    context is lifted to say so. For contexts read from whole records this
+    changes nothing (they already include it); it keeps a record from
+    forgetting dots when a client wrote with a hand-made context. Such a
+    context can even make two versions cover each other; neither has then
+    superseded the other, and both are kept. Two copies of one dot hold one
+    write; should their contexts differ, the union is kept.
+
+    With contexts read from records, the result depends only on the union,
+    so ``sync`` is commutative, associative and idempotent.
+    """
     by_dot: dict[Dot, Version] = {}
     for version in (*ours, *theirs):
-        by_dot.setdefault(version.dot, version)
+        seen = by_dot.get(version.dot)
+        if seen is None:
+            by_dot[version.dot] = version
+        elif seen.context != version.context:
+            by_dot[version.dot] = replace(seen, context=vv_merge(seen.context, version.context))
     candidates = list(by_dot.values())
-    pasts = [causal_past(v) for v in candidates]
-    kept = []
-    for version in candidates:
-        superseded = any(
-            other is not version and vv_covers(past, version.dot)
-            for other, past in zip(candidates, pasts, strict=True)
+    contexts = _closed_contexts(candidates)
+    kept = [
+        version if contexts[i] is version.context else replace(version, context=contexts[i])
+        for i, version in enumerate(candidates)
+        if not any(
+            j != i and vv_covers(context, version.dot) and not vv_covers(contexts[i], other.dot)
+            for j, (other, context) in enumerate(zip(candidates, contexts, strict=True))
         )
-        if not superseded:
-            kept.append(version)
+    ]
     kept.sort(key=lww_order_key)
     return kept
 
 
+def _closed_contexts(candidates: Sequence[Version]) -> list[Mapping[str, int]]:
+    """Each candidate's context, lifted until it includes the context of every
+    candidate whose dot it covers; unchanged contexts are returned as is."""
+    contexts: list[Mapping[str, int]] = [v.context for v in candidates]
+    changed = True
+    while changed:  # at most one round per lifted entry: contexts only grow
+        changed = False
+        for i in range(len(candidates)):
+            for j, other in enumerate(candidates):
+                if (
+                    j != i
+                    and vv_covers(contexts[i], other.dot)
+                    and not vv_descends(contexts[i], contexts[j])
+                ):
+                    contexts[i] = vv_merge(contexts[i], contexts[j])
+                    changed = True
+    return contexts
+
+
 def resolve(versions: list[Version], mode: ConflictMode) -> list[Version]:
-    """Apply the keyspace's conflict rule to a reconciled sibling set."""
+    """What a reader of a reconciled sibling set is answered with.
+
+    Causal mode: every sibling. Otherwise the largest by ``lww_order_key``.
+    Never store the result in place of the record (see the module docstring).
+    """
     if mode is ConflictMode.CAUSAL or len(versions) <= 1:
         return versions
     return [max(versions, key=lww_order_key)]
@@ -143,6 +213,13 @@ def new_write(
         context = dict(client_context or {})
     else:
         context = vv_merge(seen_here, client_context or {})
+    replaced = [v for v in existing if vv_covers(context, v.dot)]
+    survivors = [v for v in existing if not vv_covers(context, v.dot)]
+    if replaced:
+        # What the replaced versions had seen, this write has now seen too: a
+        # no-op for a context read from the record, but a hand-made context
+        # must not make the record forget dots (see ``sync``).
+        context = vv_merge(context, *(v.context for v in replaced))
     counter = max(seen_here.get(spec.node, 0), context.get(spec.node, 0)) + 1
     version = Version(
         value=spec.value,
@@ -152,7 +229,6 @@ def new_write(
         expires_at_ms=spec.expires_at_ms,
         tombstone=spec.tombstone,
     )
-    survivors = [v for v in existing if not vv_covers(context, v.dot)]
     return resolve([*survivors, version], mode)
 
 
@@ -181,26 +257,49 @@ def pack_record(versions: Sequence[Version]) -> bytes:
 
 
 def unpack_record(data: bytes) -> list[Version]:
+    """Decode ``pack_record``'s output; anything else raises RecordError."""
     try:
         rows = msgpack.unpackb(data, raw=False, use_list=True)
     except (ValueError, msgpack.UnpackException) as exc:
         raise RecordError(f"undecodable record: {exc}") from exc
-    if not isinstance(rows, list) or not rows or rows[0] != RECORD_FORMAT:
+    if not isinstance(rows, list) or not rows or type(rows[0]) is not int:
         raise RecordError("record has an unknown format")
-    versions = []
-    for row in rows[1:]:
-        try:
-            value, wall, logical, node, counter, flat, expires, tomb = row
-            versions.append(
-                Version(
-                    value=bytes(value),
-                    hlc=HlcTimestamp(int(wall), int(logical)),
-                    dot=Dot(str(node), int(counter)),
-                    context=vv_from_flat(flat),
-                    expires_at_ms=int(expires),
-                    tombstone=bool(tomb),
-                )
-            )
-        except (TypeError, ValueError) as exc:
-            raise RecordError(f"malformed version in record: {exc}") from exc
-    return versions
+    if rows[0] != RECORD_FORMAT:
+        raise RecordError(f"record has an unknown format {rows[0]}")
+    return [_unpack_version(row) for row in rows[1:]]
+
+
+def _unpack_version(row: object) -> Version:
+    # Every field is checked for its exact type: a converting constructor such
+    # as bytes(n) or int(x) would turn damage into an allocation of n bytes,
+    # an OverflowError, or a plausible but wrong value.
+    if not isinstance(row, list) or len(row) != _ROW_FIELDS:
+        raise RecordError("malformed version in record: not a row of 8 fields")
+    value, wall, logical, node, counter, flat, expires, tombstone = row
+    if not (
+        isinstance(value, bytes)
+        and _is_count(wall, 0)
+        and _is_count(logical, 0)
+        and isinstance(node, str)
+        and _is_count(counter, 1)
+        and isinstance(flat, list)
+        and _is_count(expires, 0)
+        and isinstance(tombstone, bool)
+    ):
+        raise RecordError("malformed version in record: a field has the wrong type")
+    try:
+        context = vv_from_flat(flat)
+    except ValueError as exc:
+        raise RecordError(f"malformed version in record: {exc}") from exc
+    return Version(
+        value=value,
+        hlc=HlcTimestamp(wall, logical),
+        dot=Dot(node, counter),
+        context=context,
+        expires_at_ms=expires,
+        tombstone=tombstone,
+    )
+
+
+def _is_count(value: object, minimum: int) -> bool:
+    return type(value) is int and value >= minimum

@@ -11,6 +11,7 @@ are per key, not atomic, as DESIGN.md states.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,7 +23,7 @@ from ringkv.core.node import (
     Count,
     Flush,
     Mutate,
-    PutAllIfAbsent,
+    PutMany,
     RandomKey,
     Read,
     ReadResult,
@@ -63,6 +64,8 @@ class ServerView(Protocol):
     requirepass: str | None
 
     def now_ms(self) -> int: ...
+
+    def now_us(self) -> int: ...
 
     def info_sections(self, sections: list[str]) -> str: ...
 
@@ -129,11 +132,7 @@ def dispatch(session: Session, args: list[bytes], server: ServerView) -> object:
     name = args[0].lower()
     spec = COMMANDS.get(name)
     if spec is None:
-        shown = " ".join(f"'{a[:128].decode('utf-8', 'replace')}'" for a in args[1:20])
-        return invalid(
-            f"unknown command '{args[0][:128].decode('utf-8', 'replace')}', "
-            f"with args beginning with: {shown}" + (" " if shown else "")
-        )
+        return _unknown_command(args)
     session.last_command = spec.name
     if not session.authenticated and not spec.no_auth:
         return OpError(ErrorKind.INVALID, "Authentication required.", code="NOAUTH")
@@ -143,11 +142,26 @@ def dispatch(session: Session, args: list[bytes], server: ServerView) -> object:
     return spec.handler(session, args, server)
 
 
+def _unknown_command(args: list[bytes]) -> OpError:
+    """Redis's text: the arguments shown add up to about 128 bytes, each cut
+    at a NUL as C's "%.*s" does; bytes that are not UTF-8 pass through as
+    they came (surrogateescape, undone by the encoder)."""
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + arg.split(b"\0", 1)[0][: 128 - len(shown)] + b"' "
+    name = args[0].split(b"\0", 1)[0][:128]
+    text = b"unknown command '" + name + b"', with args beginning with: " + shown
+    return invalid(text.decode("utf-8", "surrogateescape"))
+
+
 def _wrong_args(name: str) -> OpError:
     return invalid(f"wrong number of arguments for '{name}' command")
 
 
 SYNTAX_ERROR = invalid("syntax error")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 NOT_INTEGER = invalid("value is not an integer or out of range")
 
 
@@ -209,19 +223,26 @@ def _quit(s: Session, args: list[bytes], server: ServerView) -> object:
     return Close(OK)
 
 
-def _check_password(user: bytes, password: bytes, server: ServerView) -> OpError | None:
+def _check_password(
+    user: bytes, password: bytes, server: ServerView, *, legacy: bool = False
+) -> OpError | None:
+    """Redis's ``default`` user: with no requirepass it is ``nopass`` (any
+    password works), except that the one-argument AUTH form is refused."""
     if server.requirepass is None:
-        return invalid(
-            "AUTH <password> called without any password configured for the default user. "
-            "Are you sure your configuration is correct?"
-        )
-    if user != b"default" or password.decode("utf-8", "replace") != server.requirepass:
-        return OpError(
-            ErrorKind.INVALID,
-            "invalid username-password pair or user is disabled.",
-            code="WRONGPASS",
-        )
-    return None
+        if legacy:
+            return invalid(
+                "AUTH <password> called without any password configured for the default "
+                "user. Are you sure your configuration is correct?"
+            )
+        if user == b"default":
+            return None
+    elif user == b"default" and hmac.compare_digest(password, server.requirepass.encode()):
+        return None
+    return OpError(
+        ErrorKind.INVALID,
+        "invalid username-password pair or user is disabled.",
+        code="WRONGPASS",
+    )
 
 
 @command("auth", -2, "fast", keys=(0, 0, 0), group="connection", no_auth=True)
@@ -229,7 +250,7 @@ def _auth(s: Session, args: list[bytes], server: ServerView) -> object:
     if len(args) > 3:
         return SYNTAX_ERROR
     user, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
-    error = _check_password(user, password, server)
+    error = _check_password(user, password, server, legacy=len(args) == 2)
     if error is not None:
         return error
     s.authenticated = True
@@ -261,7 +282,9 @@ def _hello(s: Session, args: list[bytes], server: ServerView) -> object:
             name = args[i + 1]
             i += 2
         else:
-            return invalid(f"Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'")
+            return invalid(
+                f"Syntax error in HELLO option '{args[i].decode('utf-8', 'surrogateescape')}'"
+            )
     if not s.authenticated:
         return OpError(
             ErrorKind.INVALID,
@@ -293,6 +316,8 @@ def _select(s: Session, args: list[bytes], server: ServerView) -> object:
     db = _int_arg(args[1])
     if db is None:
         return NOT_INTEGER
+    if not INT32_MIN <= db <= INT32_MAX:  # Redis reads the index as a C int
+        return invalid(f"value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
     if db != 0:
         return invalid("DB index is out of range")
     return OK
@@ -305,19 +330,42 @@ def _bad_client_name(name: bytes) -> bool:
     return any(c < 33 or c > 126 for c in name)
 
 
+def _subcommand_error(args: list[bytes], arities: dict[bytes, int]) -> OpError | None:
+    """Redis 7's errors for container commands: an unknown subcommand, or the
+    wrong number of arguments for ``container|sub`` (arity as in COMMANDS)."""
+    container = args[0].decode("utf-8", "surrogateescape").lower()
+    sub = args[1].lower()
+    arity = arities.get(sub)
+    if arity is None:
+        shown = args[1][:128].decode("utf-8", "surrogateescape")
+        return invalid(f"unknown subcommand '{shown}'. Try {container.upper()} HELP.")
+    if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
+        return _wrong_args(f"{container}|{sub.decode('utf-8', 'surrogateescape')}")
+    return None
+
+
+_CLIENT_ARITIES = {
+    b"setname": 3, b"getname": 2, b"id": 2, b"setinfo": 4, b"info": 2, b"list": -2,
+    b"no-evict": 3, b"no-touch": 3, b"help": 2,
+}  # fmt: skip
+
+
 @command("client", -2, keys=(0, 0, 0), group="connection", summary="Client connection commands")
 def _client(s: Session, args: list[bytes], server: ServerView) -> object:
+    error = _subcommand_error(args, _CLIENT_ARITIES)
+    if error is not None:
+        return error
     sub = args[1].lower()
-    if sub == b"setname" and len(args) == 3:
+    if sub == b"setname":
         if _bad_client_name(args[2]):
             return _BAD_NAME
         s.name = args[2]
         return OK
-    if sub == b"getname" and len(args) == 2:
+    if sub == b"getname":
         return s.name or None
-    if sub == b"id" and len(args) == 2:
+    if sub == b"id":
         return s.id
-    if sub == b"setinfo" and len(args) == 4:
+    if sub == b"setinfo":
         attr = args[2].lower()
         if attr == b"lib-name":
             if _bad_client_name(args[3]):
@@ -328,19 +376,53 @@ def _client(s: Session, args: list[bytes], server: ServerView) -> object:
                 return invalid("lib-ver cannot contain spaces, newlines or special characters.")
             s.lib_ver = args[3]
         else:
-            return invalid(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+            return invalid(f"Unrecognized option '{args[2].decode('utf-8', 'surrogateescape')}'")
         return OK
-    if sub == b"info" and len(args) == 2:
+    if sub == b"info":
         return Verbatim(_client_line(s, server.now_ms()) + "\n")
-    if sub == b"list" and len(args) == 2:
+    if sub == b"list":
+        sessions = _client_list_filter(args[2:], server.client_list())
+        if isinstance(sessions, OpError):
+            return sessions
         now = server.now_ms()
-        return Verbatim("".join(_client_line(c, now) + "\n" for c in server.client_list()))
-    if sub in {b"no-evict", b"no-touch"}:
-        return OK
-    return invalid(
-        f"unknown subcommand or wrong number of arguments for "
-        f"'{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP."
-    )
+        return Verbatim("".join(_client_line(c, now) + "\n" for c in sessions))
+    if sub == b"help":
+        return [SimpleString(line) for line in _CLIENT_HELP]
+    return OK  # NO-EVICT, NO-TOUCH: accepted, nothing to do
+
+
+_CLIENT_HELP = (
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME", "    Return the name of the current connection.",
+    "ID", "    Return the ID of the current connection.",
+    "INFO", "    Return information about the current client connection.",
+    "LIST [TYPE <normal|master|replica|pubsub>] [ID <id> [<id> ...]]",
+    "    Return information about client connections.",
+    "SETINFO <LIB-NAME|LIB-VER> <value>", "    Set client meta attr.",
+    "SETNAME <name>", "    Assign the name <name> to the current connection.",
+    "HELP", "    Print this help.",
+)  # fmt: skip
+
+
+def _client_list_filter(options: list[bytes], sessions: list[Session]) -> list[Session] | OpError:
+    """CLIENT LIST [TYPE type] [ID id ...]: every ringkv client is ``normal``."""
+    if not options:
+        return sessions
+    option = options[0].lower()
+    if option == b"type" and len(options) == 2:
+        kind = options[1].lower()
+        if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            return invalid(f"Unknown client type '{options[1].decode('utf-8', 'surrogateescape')}'")
+        return sessions if kind == b"normal" else []
+    if option == b"id" and len(options) >= 2:
+        ids = set()
+        for raw in options[1:]:
+            parsed = _int_arg(raw)
+            if parsed is None or parsed <= 0:
+                return invalid("Invalid client ID")
+            ids.add(parsed)
+        return [c for c in sessions if c.id in ids]
+    return SYNTAX_ERROR
 
 
 def _client_line(c: Session, now_ms: int) -> str:
@@ -363,6 +445,9 @@ def _client_line(c: Session, now_ms: int) -> str:
 def _command(s: Session, args: list[bytes], server: ServerView) -> object:
     if len(args) == 1:
         return [_command_info(spec) for spec in COMMANDS.values()]
+    error = _subcommand_error(args, _COMMAND_ARITIES)
+    if error is not None:
+        return error
     sub = args[1].lower()
     if sub == b"count":
         return len(COMMANDS)
@@ -382,8 +467,24 @@ def _command(s: Session, args: list[bytes], server: ServerView) -> object:
                 )
         return docs
     if sub == b"list":
+        if len(args) > 2:
+            return SYNTAX_ERROR  # FILTERBY is not supported
         return [spec.name for spec in COMMANDS.values()]
-    return invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP.")
+    return [
+        SimpleString(line)
+        for line in (
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)", "    Return details about all commands.",
+            "COUNT", "    Return the total number of commands in this server.",
+            "DOCS [<command-name> ...]", "    Return documentation details about commands.",
+            "INFO [<command-name> ...]", "    Return details about commands.",
+            "LIST", "    Return a list of all commands in this server.",
+            "HELP", "    Print this help.",
+        )
+    ]  # fmt: skip
+
+
+_COMMAND_ARITIES = {b"count": 2, b"docs": -2, b"info": -2, b"list": -2, b"help": 2}
 
 
 def _command_info(spec: CommandSpec) -> list[object]:
@@ -403,8 +504,11 @@ def _command_info(spec: CommandSpec) -> list[object]:
 
 @command("config", -2, keys=(0, 0, 0), group="server", summary="Read configuration")
 def _config(s: Session, args: list[bytes], server: ServerView) -> object:
+    error = _subcommand_error(args, _CONFIG_ARITIES)
+    if error is not None:
+        return error
     sub = args[1].lower()
-    if sub == b"get" and len(args) >= 3:
+    if sub == b"get":
         values = server.config_values()
         found = RespMap()
         for pattern in args[2:]:
@@ -417,10 +521,18 @@ def _config(s: Session, args: list[bytes], server: ServerView) -> object:
         return invalid("CONFIG SET is not supported: restart ringkv serve with the new setting")
     if sub == b"resetstat":
         return OK
-    return invalid(
-        f"unknown subcommand or wrong number of arguments for "
-        f"'{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP."
-    )
+    return [
+        SimpleString(line)
+        for line in (
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+            "RESETSTAT", "    Accepted; ringkv keeps its counters.",
+            "HELP", "    Print this help.",
+        )
+    ]  # fmt: skip
+
+
+_CONFIG_ARITIES = {b"get": -3, b"set": -4, b"resetstat": 2, b"help": 2}
 
 
 @command("info", -1, keys=(0, 0, 0), group="server", summary="Server information")
@@ -431,7 +543,7 @@ def _info(s: Session, args: list[bytes], server: ServerView) -> object:
 
 @command("time", 1, "fast", keys=(0, 0, 0), group="server")
 def _time(s: Session, args: list[bytes], server: ServerView) -> object:
-    now_us = server.now_ms() * 1000
+    now_us = server.now_us()
     return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
 
 
@@ -482,37 +594,46 @@ def _parse_expiry(
     return ops.Expiry(at_ms=ms)
 
 
+_EXPIRY_OPTIONS = (b"ex", b"px", b"exat", b"pxat")
+
+
 @command("set", -3, "write", summary="Set the string value of a key")
 def _set(s: Session, args: list[bytes], server: ServerView) -> object:
-    expiry: ops.Expiry | None = None
+    # As Redis's parseExtendedStringArgumentsOrReply: an option may repeat
+    # (the last expiry wins) but never meet a conflicting one; the expiry is
+    # checked only once every option has parsed.
+    expiry_option: bytes | None = None
+    expiry_raw = b""
     condition: ops.Condition | None = None
     keep_ttl = return_old = False
     i = 3
     while i < len(args):
         option = args[i].lower()
-        has_next = i + 1 < len(args)
-        if option == b"nx" and condition is None:
+        if option == b"nx" and condition is not ops.Condition.XX:
             condition = ops.Condition.NX
-        elif option == b"xx" and condition is None:
+        elif option == b"xx" and condition is not ops.Condition.NX:
             condition = ops.Condition.XX
-        elif option == b"get" and not return_old:
+        elif option == b"get":
             return_old = True
-        elif option == b"keepttl" and expiry is None and not keep_ttl:
+        elif option == b"keepttl" and expiry_option is None:
             keep_ttl = True
         elif (
-            option in (b"ex", b"px", b"exat", b"pxat")
-            and has_next
-            and expiry is None
+            option in _EXPIRY_OPTIONS
+            and i + 1 < len(args)
             and not keep_ttl
+            and expiry_option in (None, option)
         ):
-            parsed = _parse_expiry(option, args[i + 1], server.now_ms(), "set")
-            if isinstance(parsed, OpError):
-                return parsed
-            expiry = parsed
+            expiry_option, expiry_raw = option, args[i + 1]
             i += 1
         else:
             return SYNTAX_ERROR
         i += 1
+    expiry: ops.Expiry | None = None
+    if expiry_option is not None:
+        parsed = _parse_expiry(expiry_option, expiry_raw, server.now_ms(), "set")
+        if isinstance(parsed, OpError):
+            return parsed
+        expiry = parsed
     put = ops.Put(args[2], expiry, keep_ttl, condition, return_old)
     finish = _first if return_old else _set_finish
     return Call([Mutate(s.keyspace, args[1], put)], finish)
@@ -561,27 +682,40 @@ def _getdel(s: Session, args: list[bytes], server: ServerView) -> object:
 
 @command("getex", -2, "write", "fast")
 def _getex(s: Session, args: list[bytes], server: ServerView) -> object:
-    expiry: ops.Expiry | None = None
+    expiry_option: bytes | None = None
+    expiry_raw = b""
     persist = False
     i = 2
     while i < len(args):
         option = args[i].lower()
         if (
-            option in (b"ex", b"px", b"exat", b"pxat")
+            option in _EXPIRY_OPTIONS
             and i + 1 < len(args)
-            and not (expiry or persist)
+            and not persist
+            and expiry_option in (None, option)
         ):
-            parsed = _parse_expiry(option, args[i + 1], server.now_ms(), "getex")
-            if isinstance(parsed, OpError):
-                return parsed
-            expiry = parsed
+            expiry_option, expiry_raw = option, args[i + 1]
             i += 2
-        elif option == b"persist" and not (expiry or persist):
+        elif option == b"persist" and expiry_option is None:
             persist = True
             i += 1
         else:
             return SYNTAX_ERROR
+    expiry: ops.Expiry | None = None
+    if expiry_option is not None:
+        parsed = _parse_expiry(expiry_option, expiry_raw, server.now_ms(), "getex")
+        if isinstance(parsed, OpError):
+            # Redis looks the key up first: a missing key answers nil.
+            return Call([Read(s.keyspace, args[1])], lambda results: _nil_or(results, parsed))
+        expiry = parsed
     return _call1(Mutate(s.keyspace, args[1], ops.GetEx(expiry, persist)))
+
+
+def _nil_or(results: list[object], error: OpError) -> object:
+    value = _value_of(results[0])
+    if value is None or isinstance(value, OpError):
+        return value
+    return error
 
 
 @command("mget", -2, "readonly", "fast", keys=(1, -1, 1))
@@ -597,8 +731,8 @@ def _mget_finish(results: list[object]) -> object:
 def _mset(s: Session, args: list[bytes], server: ServerView) -> object:
     if len(args) % 2 == 0:
         return _wrong_args("mset")
-    pairs = zip(args[1::2], args[2::2], strict=True)
-    return Call([Mutate(s.keyspace, k, ops.Put(v)) for k, v in pairs], _ok_or_error)
+    items = tuple(zip(args[1::2], args[2::2], strict=True))
+    return _call1(PutMany(s.keyspace, items), _ok_or_error)
 
 
 @command("msetnx", -3, "write", keys=(1, -1, 2))
@@ -606,7 +740,7 @@ def _msetnx(s: Session, args: list[bytes], server: ServerView) -> object:
     if len(args) % 2 == 0:
         return _wrong_args("msetnx")
     items = tuple(zip(args[1::2], args[2::2], strict=True))
-    return _call1(PutAllIfAbsent(s.keyspace, items), _bool_int)
+    return _call1(PutMany(s.keyspace, items, only_if_all_absent=True), _bool_int)
 
 
 def _sum_truthy(results: list[object]) -> object:
@@ -652,17 +786,20 @@ def _type(s: Session, args: list[bytes], server: ServerView) -> object:
 def _expire(
     s: Session, args: list[bytes], server: ServerView, unit_ms: int, absolute: bool, name: str
 ) -> object:
-    amount = _int_arg(args[2])
-    if amount is None:
-        return NOT_INTEGER
-    flags = {a.lower() for a in args[3:]}
+    # As Redis's expireGenericCommand: options first, then the number.
+    flags: set[bytes] = set()
     for raw in args[3:]:
-        if raw.lower() not in (b"nx", b"xx", b"gt", b"lt"):
-            return invalid(f"Unsupported option {raw.decode('utf-8', 'replace')}")
+        flag = raw.lower()
+        if flag not in (b"nx", b"xx", b"gt", b"lt"):
+            return invalid(f"Unsupported option {raw.decode('utf-8', 'surrogateescape')}")
+        flags.add(flag)
     if b"nx" in flags and flags & {b"xx", b"gt", b"lt"}:
         return invalid("NX and XX, GT or LT options at the same time are not compatible")
     if b"gt" in flags and b"lt" in flags:
         return invalid("GT and LT options at the same time are not compatible")
+    amount = _int_arg(args[2])
+    if amount is None:
+        return NOT_INTEGER
     condition = None
     for flag, cond in (
         (b"nx", ops.ExpireCondition.NX),
@@ -673,7 +810,8 @@ def _expire(
         if flag in flags:
             condition = cond
     bad = invalid(f"invalid expire time in '{name}' command")
-    if abs(amount) > ops.INT64_MAX // unit_ms:
+    # C division truncates toward zero: LLONG_MIN / 1000 == -(2**63 // 1000).
+    if amount > ops.INT64_MAX // unit_ms or amount < -(-ops.INT64_MIN // unit_ms):
         return bad
     ms = amount * unit_ms
     if not absolute:
@@ -783,10 +921,9 @@ def _decrby(s: Session, args: list[bytes], server: ServerView) -> object:
 
 @command("incrbyfloat", 3, "write", "fast")
 def _incrbyfloat(s: Session, args: list[bytes], server: ServerView) -> object:
-    delta = ops.parse_float(args[2])
-    if delta is None or delta in (float("inf"), float("-inf")):
-        return invalid("value is not a valid float")
-    return _call1(Mutate(s.keyspace, args[1], ops.IncrByFloat(delta)))
+    # The raw argument: the core reads it exactly as Redis's string2ld does
+    # (long double precision; "inf" is a float whose sum is refused).
+    return _call1(Mutate(s.keyspace, args[1], ops.IncrByFloat(args[2])))
 
 
 @command("append", 3, "write")

@@ -33,9 +33,9 @@ def glob_matcher(pattern: bytes) -> re.Pattern[bytes]:
                 if ch == b"\\" and j + 1 < n:
                     j += 1
                     parts += re.escape(pattern[j : j + 1])
-                elif (
-                    j + 2 < n and pattern[j + 1 : j + 2] == b"-" and pattern[j + 2 : j + 3] != b"]"
-                ):
+                elif j + 2 < n and pattern[j + 1 : j + 2] == b"-":
+                    # As in Redis, any third byte ends the range, even "]"
+                    # ("[x-]" is the range "]".."x" and the class goes on).
                     lo, hi = sorted((pattern[j], pattern[j + 2]))
                     parts += b"\\x%02x-\\x%02x" % (lo, hi)
                     j += 2
@@ -51,4 +51,8 @@ def glob_matcher(pattern: bytes) -> re.Pattern[bytes]:
         else:
             out += re.escape(c)
         i += 1
+    # Redis's matcher never enters its loop for an empty subject, so the empty
+    # string matches only the empty pattern (KEYS and SCAN special-case "*").
+    if pattern:
+        out[:0] = b"(?=.)"
     return re.compile(bytes(out), re.DOTALL)

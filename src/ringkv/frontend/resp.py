@@ -56,7 +56,7 @@ class ParserLimits:
 class RequestParser:
     """Feed bytes, take complete requests (lists of arguments)."""
 
-    __slots__ = ("_buf", "_chunks", "_have", "_need", "authenticated", "limits")
+    __slots__ = ("_buf", "_chunks", "_error", "_have", "_need", "authenticated", "limits")
 
     def __init__(self, limits: ParserLimits | None = None, *, authenticated: bool = True) -> None:
         self.limits = limits or ParserLimits()
@@ -65,13 +65,25 @@ class RequestParser:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = 0
+        self._error: ProtocolError | None = None
 
     @property
     def buffered_bytes(self) -> int:
         return len(self._buf) + self._have
 
+    @property
+    def failed(self) -> bool:
+        """A protocol error is waiting: the next ``feed`` raises it."""
+        return self._error is not None
+
     def feed(self, data: bytes) -> list[list[bytes]]:
-        """Add bytes; return every request now complete (raises ProtocolError)."""
+        """Add bytes; return every request now complete (raises ProtocolError).
+
+        Requests that precede a malformed one in the same bytes are returned
+        first, and the error is raised by the next call, so that they run and
+        are answered before the error, as in Redis."""
+        if self._error is not None:
+            raise self._error
         if self._need:
             self._chunks.append(data)
             self._have += len(data)
@@ -92,18 +104,27 @@ class RequestParser:
         size = len(buf)
         pos = 0
         out: list[list[bytes]] = []
-        while pos < size:
-            if buf[pos] == 42:  # '*'
-                args, end = self._multibulk(buf, pos, size)
-            else:
-                args, end = self._inline(buf, pos, size)
-            if end < 0:
-                break
-            pos = end
-            if args:
-                out.append(args)
-            if not self.authenticated and out:
-                break  # after a command that may be AUTH, limits may change
+        try:
+            while pos < size:
+                if buf[pos] == 42:  # '*'
+                    args, end = self._multibulk(buf, pos, size)
+                else:
+                    args, end = self._inline(buf, pos, size)
+                if end < 0:
+                    break
+                pos = end
+                if args:
+                    out.append(args)
+                if not self.authenticated and out:
+                    break  # after a command that may be AUTH, limits may change
+        except ProtocolError as exc:
+            # Final for the connection: later feeds raise it again.
+            self._error = exc
+            self._buf = b""
+            self._need = 0
+            if not out:
+                raise
+            return out
         self._buf = buf[pos:] if pos else buf
         return out
 
@@ -170,9 +191,12 @@ class RequestParser:
 
 
 def _parse_length(buf: bytes, start: int, end: int) -> int | None:
-    """A non-negative decimal length with no sign, space or leading junk."""
+    """A non-negative decimal length with no sign, space or leading zero
+    (Redis's string2ll, less the sign)."""
     digits = buf[start:end]
     if not digits or len(digits) > 19 or not digits.isdigit():
+        return None
+    if digits[0] == 48 and len(digits) > 1:  # '0'
         return None
     return int(digits)
 
@@ -182,25 +206,27 @@ _HEX = b"0123456789abcdefABCDEF"
 
 
 def split_inline(line: bytes) -> list[bytes]:
-    """Redis ``sdssplitargs``: words, "double quoted" with escapes, 'single quoted'."""
+    """Redis ``sdssplitargs``: words, "double quoted" with escapes, 'single quoted'.
+
+    Words are separated by any run of isspace bytes, but a bare word ends only
+    at space, tab, CR or LF ("a\\vb" is one word), and a closing quote ends
+    the word and must be followed by isspace or the end of the line."""
     args: list[bytes] = []
     i, n = 0, len(line)
     while True:
-        while i < n and line[i] in b" \t\n\r\v\f":
+        while i < n and line[i] in _ISSPACE:
             i += 1
         if i >= n:
             return args
         current = bytearray()
-        in_double = in_single = False
-        while True:
+        in_double = in_single = done = False
+        while not done:
+            c = line[i] if i < n else -1
             if in_double:
-                if i >= n:
-                    raise ProtocolError("Protocol error: unbalanced quotes in request")
-                c = line[i]
                 if (
                     c == 92
                     and i + 3 < n
-                    and line[i + 1] == ord("x")
+                    and line[i + 1] == 120  # 'x'
                     and line[i + 2] in _HEX
                     and line[i + 3] in _HEX
                 ):
@@ -210,36 +236,43 @@ def split_inline(line: bytes) -> list[bytes]:
                     i += 1
                     current.append(_ESCAPES.get(line[i], line[i]))
                 elif c == 34:
-                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
-                        raise ProtocolError("Protocol error: unbalanced quotes in request")
-                    in_double = False
+                    done = _closing_quote(line, i)
+                elif c < 0:
+                    raise ProtocolError(_UNBALANCED)
                 else:
                     current.append(c)
             elif in_single:
-                if i >= n:
-                    raise ProtocolError("Protocol error: unbalanced quotes in request")
-                c = line[i]
                 if c == 92 and i + 1 < n and line[i + 1] == 39:
                     i += 1
                     current.append(39)
                 elif c == 39:
-                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
-                        raise ProtocolError("Protocol error: unbalanced quotes in request")
-                    in_single = False
+                    done = _closing_quote(line, i)
+                elif c < 0:
+                    raise ProtocolError(_UNBALANCED)
                 else:
                     current.append(c)
+            elif c < 0 or c in _WORD_END:
+                done = True
+            elif c == 34:
+                in_double = True
+            elif c == 39:
+                in_single = True
             else:
-                if i >= n or line[i] in b" \t\n\r\v\f":
-                    break
-                c = line[i]
-                if c == 34:
-                    in_double = True
-                elif c == 39:
-                    in_single = True
-                else:
-                    current.append(c)
+                current.append(c)
             i += 1
         args.append(bytes(current))
+
+
+_ISSPACE = b" \t\n\r\v\f"
+_WORD_END = b" \t\n\r"
+_UNBALANCED = "Protocol error: unbalanced quotes in request"
+
+
+def _closing_quote(line: bytes, i: int) -> bool:
+    """A closing quote must be followed by isspace or the end of the line."""
+    if i + 1 < len(line) and line[i + 1] not in _ISSPACE:
+        raise ProtocolError(_UNBALANCED)
+    return True
 
 
 # -- replies ---------------------------------------------------------------
@@ -297,7 +330,7 @@ def encode(reply: object, proto: int, out: list[bytes]) -> None:
     elif t is OpError:
         assert isinstance(reply, OpError)
         message = reply.resp_text().replace("\r", " ").replace("\n", " ")
-        out.append(b"-%s\r\n" % message.encode())
+        out.append(b"-%s\r\n" % message.encode("utf-8", "surrogateescape"))
     elif t is list or t is RespSet or t is Push:
         assert isinstance(reply, list)
         prefix = b"*" if t is list or proto == 2 else (b"~" if t is RespSet else b">")
@@ -320,7 +353,7 @@ def encode(reply: object, proto: int, out: list[bytes]) -> None:
             encode(value, proto, out)
     elif t is Double:
         assert isinstance(reply, float)
-        text = b"nan" if math.isnan(reply) else repr(float(reply)).encode()
+        text = _double_text(reply)
         if proto == 3:
             out.append(b",%s\r\n" % text)
         else:
@@ -335,3 +368,17 @@ def encode(reply: object, proto: int, out: list[bytes]) -> None:
         encode(reply.encode(), proto, out)
     else:
         raise TypeError(f"cannot encode {t.__name__} as RESP")
+
+
+def _double_text(value: float) -> bytes:
+    """Redis's d2string: "nan", "inf", "-inf", "0", "-0", an integral value
+    within +-2**62 as an integer ("1", not "1.0"), else the shortest repr."""
+    if math.isnan(value):
+        return b"nan"
+    if math.isinf(value):
+        return b"inf" if value > 0 else b"-inf"
+    if value == 0:
+        return b"-0" if math.copysign(1.0, value) < 0 else b"0"
+    if value.is_integer() and abs(value) <= 2**62:
+        return b"%d" % int(value)
+    return repr(float(value)).encode()

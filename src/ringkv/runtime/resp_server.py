@@ -138,26 +138,35 @@ class RespConnection(asyncio.Protocol):
         if self.closing:
             return
         session = self.session
-        session.last_active_ms = self.server.now_ms()
+        parser = self.parser
+        now = self.server.now_ms()
+        # The idle clock restarts when a request begins or completes, not on
+        # every read, so that a request trickling in a byte at a time is still
+        # closed after request_timeout_s (the sweep measures from here).
+        if not parser.buffered_bytes:
+            session.last_active_ms = now
         while True:
             try:
-                requests = self.parser.feed(data)
+                requests = parser.feed(data)
             except ProtocolError as exc:
                 self._protocol_error(str(exc))
                 return
             data = b""
             if not requests:
                 break
+            session.last_active_ms = now
             for args in requests:
                 self._run(args)
                 if self.closing:
                     return
-            if self.parser.authenticated:
+            if parser.failed:
+                continue  # the requests before a malformed one ran; now answer it
+            if parser.authenticated:
                 break  # everything complete has been parsed
             # Unauthenticated parsing returns one request at a time; once AUTH
             # has succeeded, the small-frame limits are lifted.
             if session.authenticated:
-                self.parser.authenticated = True
+                parser.authenticated = True
         if self.out and not self.registered:
             self.write_out()
         if len(self.pending) >= PENDING_MAX:

@@ -123,6 +123,9 @@ class Server:
     def now_ms(self) -> int:
         return now_ms()
 
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
+
     def next_client_id(self) -> int:
         return next(self._ids)
 
@@ -230,11 +233,12 @@ class Server:
         info: dict[str, object] = {}
         for name in self.node.keyspaces:
             count = self.node.count_keys(name)
+            expiring = self.node.count_expiring(name)
             if name == "default":
                 if count:
-                    info["db0"] = f"keys={count},expires=0,avg_ttl=0"
+                    info["db0"] = f"keys={count},expires={expiring},avg_ttl=0"
             else:
-                info[f"keyspace_{name}"] = f"keys={count}"
+                info[f"keyspace_{name}"] = f"keys={count},expires={expiring}"
         return info
 
     def _info_ringkv(self) -> dict[str, object]:

@@ -53,6 +53,9 @@ class Table(Protocol):
 
     def count(self) -> int: ...
 
+    def count_expiring(self) -> int:
+        """Keys that carry an expiry (for INFO's ``expires=``)."""
+
     def expiry_candidates(self, now_ms: int, limit: int) -> list[bytes]:
         """Up to ``limit`` keys whose recorded expiry is <= now_ms, removed
         from the expiry index; the caller checks each record before deleting."""

@@ -165,6 +165,14 @@ class LmdbTable:
     def count(self) -> int:
         return self._count
 
+    def count_expiring(self) -> int:
+        txn = self._engine.read_txn()
+        committed = 0 if self._cleared else int(txn.stat(self._expiry_db)["entries"])
+        for ekey, add in self._expiry_pending.items():
+            there = not self._cleared and txn.get(ekey, db=self._expiry_db) is not None
+            committed += (1 if add and not there else 0) - (1 if not add and there else 0)
+        return committed
+
     def scan(self, start_token: int, count: int) -> tuple[list[bytes], int]:
         assert count > 0, count
         assert 0 <= start_token < _TOKEN_SPACE, start_token

@@ -111,6 +111,9 @@ class MemoryTable:
     def count(self) -> int:
         return self._count
 
+    def count_expiring(self) -> int:
+        return len(self._expires)
+
     def expiry_candidates(self, now_ms: int, limit: int) -> list[bytes]:
         heap = self._expiry_heap
         found: list[bytes] = []
