@@ -51,9 +51,13 @@ def _violations(tree: ast.AST) -> list[str]:
             )
             if name in FORBIDDEN_CALLS:
                 found.append(f"{name}() at line {node.lineno}")
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-                if func.value.id == "random" and func.attr != "Random":
-                    found.append(f"random.{func.attr}() at line {node.lineno}")
+            if (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "random"
+                and func.attr != "Random"
+            ):
+                found.append(f"random.{func.attr}() at line {node.lineno}")
     return found
 
 

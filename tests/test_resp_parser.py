@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.frontend.resp import (
+    DISCARD_MAX_BYTES,
     INLINE_MAX_BYTES,
     UNAUTH_ARGS_MAX,
     UNAUTH_BULK_MAX,
     Double,
+    Oversized,
     ParserLimits,
     ProtocolError,
     Push,
@@ -191,8 +193,20 @@ def test_limits_on_arguments_and_bulks() -> None:
     with pytest.raises(ProtocolError, match="invalid multibulk length"):
         RequestParser(limits).feed(b"*4\r\n")
     assert RequestParser(limits).feed(multibulk([b"x" * 10])) == [[b"x" * 10]]
+    # Over the bulk limit: the request is discarded as it streams in, and an
+    # Oversized marker takes its place; the next request parses normally.
+    parser = RequestParser(limits)
+    assert parser.feed(b"*3\r\n$3\r\nSET\r\n$11\r\nxxxxx") == []
+    assert parser.buffered_bytes > 0  # mid-request, for the half-sent timeout
+    assert parser.feed(b"xxxxxx\r\n$12\r\n") == []
+    out = parser.feed(b"yyyyyyyyyyyy\r\n*1\r\n$4\r\nPING\r\n")
+    assert len(out) == 2 and type(out[0]) is Oversized and out[0].size == 12
+    assert out[1] == [b"PING"]
+    assert parser.buffered_bytes == 0
     with pytest.raises(ProtocolError, match="invalid bulk length"):
-        RequestParser(limits).feed(b"*1\r\n$11\r\n")
+        RequestParser(limits).feed(b"*1\r\n$%d\r\n" % (DISCARD_MAX_BYTES + 1))
+    with pytest.raises(ProtocolError, match="expected '\\$', got 'x'"):
+        RequestParser(limits).feed(b"*2\r\n$11\r\n" + b"x" * 11 + b"\r\nxyz\r\n")
 
 
 def test_small_frames_before_auth() -> None:

@@ -376,11 +376,40 @@ def test_oversized_value_in_mset_stores_nothing(limited: RunningServer) -> None:
     assert client.dbsize() == 0
 
 
-def test_value_far_over_the_limit_is_a_protocol_error(limited: RunningServer) -> None:
-    # A bulk far beyond max-value-bytes is not buffered at all: like Redis past
-    # proto-max-bulk-len, the connection gets a protocol error and is closed.
-    payload = b"*3\r\n$3\r\nSET\r\n$3\r\nfar\r\n$10000000\r\n" + b"x" * 1000
-    reply = _exchange_and_close(limited.resp_port, payload)
+def test_value_far_over_the_limit_is_discarded_unbuffered_and_refused(
+    limited: RunningServer,
+) -> None:
+    # A bulk far beyond max-value-bytes streams through without being buffered;
+    # the request is refused with a clear error, nothing is stored, and the
+    # same connection goes on serving.
+    big = 3_000_000
+    header = b"*4\r\n$3\r\nSET\r\n$3\r\nfar\r\n$%d\r\n" % big
+    with _connect(limited.resp_port) as sock:
+        sock.sendall(header)
+        chunk = b"x" * 65536
+        sent = 0
+        while sent < big:
+            piece = chunk[: big - sent]
+            sock.sendall(piece)
+            sent += len(piece)
+        # The fourth argument (also over the limit) arrives after the first.
+        sock.sendall(b"\r\n$5000\r\n" + b"y" * 5000 + b"\r\n*1\r\n$4\r\nPING\r\n")
+        reply = b""
+        deadline = time.monotonic() + 10
+        while not reply.endswith(b"+PONG\r\n") and time.monotonic() < deadline:
+            reply += sock.recv(65536)
+    assert reply.startswith(b"-ERR request has an argument of 3000000 bytes, over the limit")
+    assert b"nothing was stored" in reply
+    assert reply.endswith(b"\r\n+PONG\r\n")
+    assert limited.server.parser_limits.bulk_max_bytes < big
+    assert redis.Redis(port=limited.resp_port).exists("far") == 0
+    _assert_serves(limited.resp_port)
+
+
+def test_bulk_past_the_discard_limit_is_a_protocol_error(limited: RunningServer) -> None:
+    # Past Redis's proto-max-bulk-len (512 MiB) the request is not even read.
+    payload = b"*3\r\n$3\r\nSET\r\n$3\r\nfar\r\n$%d\r\n" % (512 * 1024 * 1024 + 1)
+    reply = _exchange_and_close(limited.resp_port, payload + b"x" * 1000)
     assert reply == b"-ERR Protocol error: invalid bulk length\r\n"
     _assert_serves(limited.resp_port)
     assert redis.Redis(port=limited.resp_port).exists("far") == 0

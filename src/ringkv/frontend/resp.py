@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from ringkv.core.errors import OpError
 
 __all__ = [
+    "DISCARD_MAX_BYTES",
     "Double",
+    "Oversized",
     "ParserLimits",
     "ProtocolError",
     "Push",
@@ -43,6 +45,22 @@ UNAUTH_ARGS_MAX = 10  # Redis: multibulk length limit before AUTH
 UNAUTH_BULK_MAX = 16 * 1024  # Redis: bulk length limit before AUTH
 
 
+DISCARD_MAX_BYTES = 512 * 1024 * 1024  # Redis proto-max-bulk-len: past it, a protocol error
+
+
+class Oversized(list[bytes]):
+    """Stands in for a request that had an argument over the bulk limit.
+
+    The request was read and dropped without being buffered; the caller
+    answers a clear error (nothing was stored) and keeps the connection."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+
 class ProtocolError(Exception):
     """Malformed request; the text is what Redis would answer after ``ERR``."""
 
@@ -56,7 +74,19 @@ class ParserLimits:
 class RequestParser:
     """Feed bytes, take complete requests (lists of arguments)."""
 
-    __slots__ = ("_buf", "_chunks", "_error", "_have", "_need", "authenticated", "limits")
+    __slots__ = (
+        "_buf",
+        "_chunks",
+        "_error",
+        "_have",
+        "_need",
+        "_skip_args",
+        "_skip_bytes",
+        "_skip_size",
+        "_skipping",
+        "authenticated",
+        "limits",
+    )
 
     def __init__(self, limits: ParserLimits | None = None, *, authenticated: bool = True) -> None:
         self.limits = limits or ParserLimits()
@@ -66,10 +96,17 @@ class RequestParser:
         self._have = 0
         self._need = 0
         self._error: ProtocolError | None = None
+        # Discarding a request with an oversized bulk: bytes still to drop,
+        # whole arguments still to drop after them, and the largest size seen.
+        self._skipping = False
+        self._skip_bytes = 0
+        self._skip_args = 0
+        self._skip_size = 0
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buf) + self._have
+        """Bytes of an incomplete request held (at least 1 while discarding one)."""
+        return len(self._buf) + self._have + (1 if self._skipping else 0)
 
     @property
     def failed(self) -> bool:
@@ -105,7 +142,16 @@ class RequestParser:
         pos = 0
         out: list[list[bytes]] = []
         try:
-            while pos < size:
+            while True:
+                if self._skipping:
+                    pos, done = self._skip(buf, pos, size)
+                    if not done:
+                        break
+                    self._skipping = False
+                    out.append(Oversized(self._skip_size))
+                    continue
+                if pos >= size:
+                    break
                 if buf[pos] == 42:  # '*'
                     args, end = self._multibulk(buf, pos, size)
                 else:
@@ -157,7 +203,15 @@ class RequestParser:
             if length is None or length > bulk_max:
                 if length is not None and not self.authenticated:
                     raise ProtocolError("Protocol error: unauthenticated bulk length")
-                raise ProtocolError("Protocol error: invalid bulk length")
+                if length is None or length > DISCARD_MAX_BYTES:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                # Over the limit but plausible: drop the request as it streams
+                # in, never buffering it, and answer a clear error instead.
+                self._skipping = True
+                self._skip_bytes = length + 2
+                self._skip_args = count - len(args) - 1
+                self._skip_size = length
+                return [], nl + 2
             start = nl + 2
             end = start + length
             if end + 2 > size:
@@ -170,6 +224,35 @@ class RequestParser:
         if count == 0:
             return [], p  # '*0' is a no-op, as in Redis
         return args, p
+
+    def _skip(self, buf: bytes, pos: int, size: int) -> tuple[int, bool]:
+        """Drop the rest of an oversized request; (new position, finished)."""
+        while True:
+            if self._skip_bytes:
+                take = min(self._skip_bytes, size - pos)
+                pos += take
+                self._skip_bytes -= take
+                if self._skip_bytes:
+                    return pos, False
+            if self._skip_args == 0:
+                return pos, True
+            if pos >= size:
+                return pos, False
+            if buf[pos] != 36:  # '$'
+                got = chr(buf[pos]) if 32 <= buf[pos] < 127 else f"\\x{buf[pos]:02x}"
+                raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
+            nl = buf.find(_CRLF, pos)
+            if nl < 0:
+                if size - pos > 32:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                return pos, False
+            length = _parse_length(buf, pos + 1, nl)
+            if length is None or length > DISCARD_MAX_BYTES:
+                raise ProtocolError("Protocol error: invalid bulk length")
+            self._skip_bytes = length + 2
+            self._skip_args -= 1
+            self._skip_size = max(self._skip_size, length)
+            pos = nl + 2
 
     def _inline(self, buf: bytes, pos: int, size: int) -> tuple[list[bytes], int]:
         nl = buf.find(b"\n", pos)

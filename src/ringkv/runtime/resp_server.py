@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, cast
 
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.frontend.commands import Call, Close, Session, dispatch
-from ringkv.frontend.resp import ParserLimits, ProtocolError, RequestParser, encode
+from ringkv.frontend.resp import Oversized, ParserLimits, ProtocolError, RequestParser, encode
 
 if TYPE_CHECKING:
-    from ringkv.runtime.server import Server
+    from ringkv.runtime.server import Server, ServerSettings
 
 __all__ = ["RespConnection"]
 
@@ -177,7 +177,10 @@ class RespConnection(asyncio.Protocol):
     def _run(self, args: list[bytes]) -> None:
         server = self.server
         server.stats.commands += 1
-        result = dispatch(self.session, args, server)
+        if type(args) is Oversized:
+            result: object = _oversized_error(args.size, server.settings)
+        else:
+            result = dispatch(self.session, args, server)
         kind = type(result)
         if kind is Call:
             assert isinstance(result, Call)
@@ -273,6 +276,15 @@ class RespConnection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _oversized_error(size: int, settings: ServerSettings) -> OpError:
+    return OpError(
+        ErrorKind.TOO_LARGE,
+        f"request has an argument of {size} bytes, over the limit "
+        f"(max-value-bytes {settings.max_value_bytes}, max-key-bytes {settings.max_key_bytes}); "
+        "it was discarded and nothing was stored",
+    )
 
 
 def _addr(info: object) -> str:

@@ -313,17 +313,21 @@ class Server:
                 elif s.idle_timeout_s and idle_ms > s.idle_timeout_s * 1000:
                     conn.close_idle("idle timeout")
 
+    async def _drain_in_flight(self, deadline_s: float) -> None:
+        """Wait, bounded, until every connection has had its replies released."""
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if not any(c.pending for c in self.resp_connections.values()):
+                return
+            await asyncio.sleep(0.01)
+
     async def stop(self) -> None:
         """Stop accepting, finish what is in flight, flush, close the engine."""
         if self._resp_server is not None:
             self._resp_server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        deadline = time.monotonic() + 5.0
-        while (
-            any(c.pending for c in self.resp_connections.values()) and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.01)  # noqa: ASYNC110  (in-flight replies, polled with a deadline)
+        await self._drain_in_flight(deadline_s=5.0)
         self.host.close()
         for conn in list(self.resp_connections.values()):
             if conn.transport is not None:
