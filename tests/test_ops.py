@@ -219,8 +219,8 @@ SOON = NOW + 1000
 LATEST = NOW + 100_000
 
 
-def expire(at_ms: int, condition: ExpireCondition | None = None) -> Expire:
-    return Expire(Expiry(at_ms=at_ms), condition)
+def expire(at_ms: int, *conditions: ExpireCondition) -> Expire:
+    return Expire(Expiry(at_ms=at_ms), frozenset(conditions))
 
 
 @_table(
@@ -254,6 +254,11 @@ def expire(at_ms: int, condition: ExpireCondition | None = None) -> Expire:
     ("lt-equal", expire(LATER, LT), Key(b"v", LATER), answer(False)),
     ("lt-greater", expire(LATEST, LT), Key(b"v", LATER), answer(False)),
     ("lt-past", expire(EARLIER, LT), Key(b"v", LATER), deleted(True)),
+    # XX applies together with GT or LT: no TTL fails XX even though LT alone
+    # would treat it as infinite (Redis expireGenericCommand).
+    ("xx-lt-no-ttl", expire(SOON, XX, LT), Key(b"v"), answer(False)),
+    ("xx-lt-smaller", expire(SOON, XX, LT), Key(b"v", LATER), stored(True, b"v", SOON)),
+    ("xx-gt-greater", expire(LATEST, XX, GT), Key(b"v", LATER), stored(True, b"v", LATEST)),
     # PERSIST
     ("persist-absent", Expire(None), ABSENT, answer(False)),
     ("persist-no-ttl", Expire(None), Key(b"v"), answer(False)),

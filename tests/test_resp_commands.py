@@ -225,6 +225,8 @@ CASES: dict[str, list[Cmd]] = {
         "expire k 9223372036854775", "expireat k 9223372036854775807",
         "pexpireat k 9223372036854775807", "expire k -9223372036854775808",
         "pexpire k -9223372036854775808", "exists k",
+        "set k v", "expire k 100 xx lt", "ttl k", "expire k 100 lt xx", "ttl k",
+        "expire k 50 xx lt", "ttl k", "expire k 500 gt xx", "ttl k",
     ],
     "expire gt lt nx xx": [
         "set k v", "expire k 100 gt", "ttl k", "expire k 100 xx", "expire k 100 lt", "ttl k",
@@ -396,30 +398,6 @@ def test_same_replies_as_redis(
 
 # Differences that come from the core (src/ringkv/core/ops.py), which this
 # front end cannot fix; strict xfail, so the test fails once the core is fixed.
-CORE_DIFFERENCES: dict[str, list[Cmd]] = {
-    # Expire takes one condition; Redis applies XX and LT together (a key
-    # without a TTL fails XX even though LT treats "no TTL" as infinite).
-    "expire xx lt": ["set k v", "expire k 100 xx lt", "ttl k"],
-}
-
-
-@pytest.mark.xfail(strict=True, reason="core difference, see CORE_DIFFERENCES")
-@pytest.mark.parametrize("case", list(CORE_DIFFERENCES))
-def test_core_differences_from_redis(
-    case: str, real_redis: int, shared_server: RunningServer
-) -> None:
-    reference, ours = RawClient(real_redis), RawClient(shared_server.resp_port)
-    try:
-        reference.call("FLUSHALL")
-        ours.call("FLUSHALL")
-        for command in CORE_DIFFERENCES[case]:
-            args = _split(command)
-            assert _same(str(args[0]).lower(), reference.call(*args), ours.call(*args)), args
-    finally:
-        reference.close()
-        ours.close()
-
-
 # -- property-based differential: random command soups, random glob patterns -----
 
 _NAMES = [

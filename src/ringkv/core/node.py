@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from ringkv.core import ops
 from ringkv.core.clocks import HlcClock
@@ -58,14 +58,15 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Read:
+class Read(NamedTuple):
+    """Read one key. Read and Mutate are named tuples, not frozen dataclasses:
+    one is built for every request, and a tuple costs a quarter as much."""
+
     keyspace: str
     key: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Mutate:
+class Mutate(NamedTuple):
     keyspace: str
     key: bytes
     mutation: ops.Mutation
@@ -112,16 +113,31 @@ class Flush:
 Request: TypeAlias = Read | Mutate | PutMany | Scan | Count | RandomKey | Flush
 
 
-@dataclass(frozen=True, slots=True)
 class ReadResult:
-    """The live siblings of a key (newest last) and the causal context to write with."""
+    """The live siblings of a key (newest last) and the causal context to write with.
 
-    versions: list[Version]
-    context: dict[str, int]
+    The context is computed on first use: most reads (a plain GET) never ask.
+    """
+
+    __slots__ = ("_context", "_stored", "versions")
+
+    def __init__(self, versions: list[Version], stored: list[Version]) -> None:
+        self.versions = versions  # live versions, in lww order
+        self._stored = stored  # every stored version, tombstones and expired included
+        self._context: dict[str, int] | None = None
+
+    @property
+    def context(self) -> dict[str, int]:
+        if self._context is None:
+            self._context = record_vv(self._stored)
+        return self._context
 
     @property
     def newest(self) -> Version | None:
         return self.versions[-1] if self.versions else None
+
+    def __repr__(self) -> str:
+        return f"ReadResult(versions={self.versions!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,19 +228,19 @@ class Node:
                 return True
 
     def _read(self, keyspace: str, key: bytes, now_ms: int) -> ReadResult | OpError:
-        table = self._table_or_error(keyspace)
+        table = self._tables.get(keyspace) or self._table_or_error(keyspace)
         if isinstance(table, OpError):
             return table
         if len(key) > self.config.max_key_bytes:
             return self._key_too_large(key)
         raw = table.get(key)
         if raw is None:
-            return ReadResult([], {})
+            return ReadResult([], [])
         versions = self._decode(raw)
-        return ReadResult(live_versions(versions, now_ms), record_vv(versions))
+        return ReadResult(live_versions(versions, now_ms), versions)
 
     def _mutate(self, keyspace: str, key: bytes, mutation: ops.Mutation, now_ms: int) -> object:
-        table = self._table_or_error(keyspace)
+        table = self._tables.get(keyspace) or self._table_or_error(keyspace)
         if isinstance(table, OpError):
             return table
         if len(key) > self.config.max_key_bytes:
@@ -232,7 +248,10 @@ class Node:
         raw = table.get(key)
         versions = self._decode(raw) if raw is not None else []
         live = live_versions(versions, now_ms)
-        current = max(live, key=lww_order_key) if live else None
+        if len(live) == 1:
+            current: Version | None = live[0]
+        else:
+            current = max(live, key=lww_order_key) if live else None
         outcome = mutation.apply(current, now_ms, self.limits)
         if isinstance(outcome.result, OpError) or not outcome.writes:
             return outcome.result
@@ -246,8 +265,12 @@ class Node:
             return self._value_too_large(outcome.value)
         spec = self.keyspaces[keyspace]
         # A read-modify-write saw every version it read; a blind write in a
-        # causal keyspace saw nothing, and so becomes a sibling.
-        saw = None if (mutation.blind and spec.mode is ConflictMode.CAUSAL) else record_vv(versions)
+        # causal keyspace saw nothing, and so becomes a sibling. In lww and
+        # strong mode every write here supersedes what this replica holds.
+        if spec.mode is ConflictMode.CAUSAL and not mutation.blind:
+            saw: dict[str, int] | None = record_vv(versions)
+        else:
+            saw = None
         write = WriteSpec(
             value=outcome.value,
             hlc=self.hlc.now(now_ms),
@@ -359,6 +382,8 @@ class Node:
 
 def _record_expiry(versions: list[Version]) -> int:
     """When the whole record can be reclaimed: its last expiry, or 0 (never)."""
+    if len(versions) == 1:
+        return versions[0].expires_at_ms
     if any(v.expires_at_ms == 0 for v in versions):
         return 0
     return max(v.expires_at_ms for v in versions)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from fractions import Fraction
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from ringkv.core import errors
 from ringkv.core.errors import OpError
@@ -223,9 +223,11 @@ class Expiry:
         return now_ms + self.ttl_ms
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a mutation decided: the answer, and the write (if any) it makes."""
+class Outcome(NamedTuple):
+    """What a mutation decided: the answer, and the write (if any) it makes.
+
+    A named tuple: one is built for every write, and it costs a quarter of a
+    frozen dataclass."""
 
     result: object
     value: bytes | None = None  # a new value to store
@@ -253,9 +255,10 @@ def _kept_expiry(current: Version | None) -> int:
     return current.expires_at_ms if current is not None else 0
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
-    """SET and its family. Result: True/False (stored or not), or the old value."""
+class Put(NamedTuple):
+    """SET and its family. Result: True/False (stored or not), or the old value.
+
+    A named tuple (immutable, and cheap to build for every SET)."""
 
     value: bytes
     expiry: Expiry | None = None
@@ -302,10 +305,13 @@ class Remove:
 
 @dataclass(frozen=True, slots=True)
 class Expire:
-    """EXPIRE family and PERSIST (``at`` None). Result: whether the TTL changed."""
+    """EXPIRE family and PERSIST (``at`` None). Result: whether the TTL changed.
+
+    ``conditions`` holds at most NX alone, or XX together with at most one of
+    GT and LT (Redis checks each of them; the front end refuses other mixes)."""
 
     at: Expiry | None
-    condition: ExpireCondition | None = None
+    conditions: frozenset[ExpireCondition] = frozenset()
     blind = False
 
     def apply(self, current: Version | None, now_ms: int, limits: Limits) -> Outcome:
@@ -317,13 +323,13 @@ class Expire:
                 return Outcome(False)
             return Outcome(True, value=current.value, expires_at_ms=0)
         new = self.at.resolve(now_ms)
-        cond = self.condition
+        conds = self.conditions
         no_ttl = old == 0  # Redis treats "no TTL" as an infinite TTL for GT/LT
         if (
-            (cond is ExpireCondition.NX and not no_ttl)
-            or (cond is ExpireCondition.XX and no_ttl)
-            or (cond is ExpireCondition.GT and (no_ttl or new <= old))
-            or (cond is ExpireCondition.LT and not no_ttl and new >= old)
+            (ExpireCondition.NX in conds and not no_ttl)
+            or (ExpireCondition.XX in conds and no_ttl)
+            or (ExpireCondition.GT in conds and (no_ttl or new <= old))
+            or (ExpireCondition.LT in conds and not no_ttl and new >= old)
         ):
             return Outcome(False)
         if new <= now_ms:

@@ -30,8 +30,9 @@ the pick of each pairwise merge is not associative.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from enum import Enum
+from types import MappingProxyType
+from typing import NamedTuple
 
 import msgpack
 
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 RECORD_FORMAT = 1
+_NO_CONTEXT: Mapping[str, int] = MappingProxyType({})
 _ROW_FIELDS = 8
 
 
@@ -76,12 +78,15 @@ class RecordError(ValueError):
     """A stored or received record could not be decoded."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Version:
+class Version(NamedTuple):
+    """One stored version. A named tuple (immutable, and four times cheaper to
+    build than a frozen dataclass): one is decoded for every read. Treat
+    ``context`` as read-only; build it with keyword arguments."""
+
     value: bytes
     hlc: HlcTimestamp
     dot: Dot
-    context: Mapping[str, int] = field(default_factory=dict)
+    context: Mapping[str, int] = _NO_CONTEXT
     expires_at_ms: int = 0  # 0: never expires
     tombstone: bool = False
 
@@ -105,6 +110,8 @@ def causal_past(version: Version) -> dict[str, int]:
 
 def record_vv(versions: Sequence[Version]) -> dict[str, int]:
     """The causal context a reader of ``versions`` gets: the join of their pasts."""
+    if len(versions) == 1:
+        return causal_past(versions[0])
     return vv_merge(*(causal_past(v) for v in versions))
 
 
@@ -140,11 +147,11 @@ def sync(ours: Sequence[Version], theirs: Sequence[Version]) -> list[Version]:
         if seen is None:
             by_dot[version.dot] = version
         elif seen.context != version.context:
-            by_dot[version.dot] = replace(seen, context=vv_merge(seen.context, version.context))
+            by_dot[version.dot] = seen._replace(context=vv_merge(seen.context, version.context))
     candidates = list(by_dot.values())
     contexts = _closed_contexts(candidates)
     kept = [
-        version if contexts[i] is version.context else replace(version, context=contexts[i])
+        version if contexts[i] is version.context else version._replace(context=contexts[i])
         for i, version in enumerate(candidates)
         if not any(
             j != i and vv_covers(context, version.dot) and not vv_covers(contexts[i], other.dot)
@@ -185,8 +192,9 @@ def resolve(versions: list[Version], mode: ConflictMode) -> list[Version]:
     return [max(versions, key=lww_order_key)]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WriteSpec:
+class WriteSpec(NamedTuple):
+    """What a coordinator writes (build it with keyword arguments)."""
+
     value: bytes
     hlc: HlcTimestamp
     node: str
@@ -209,6 +217,20 @@ def new_write(
     a new sibling.
     """
     seen_here = record_vv(existing)
+    if mode is not ConflictMode.CAUSAL and client_context is None:
+        # The common blind write in lww/strong mode: it has seen (and so
+        # supersedes) every version here, whose pasts seen_here already joins.
+        counter = seen_here.get(spec.node, 0) + 1
+        return [
+            Version(
+                value=spec.value,
+                hlc=spec.hlc,
+                dot=Dot(spec.node, counter),
+                context=seen_here,
+                expires_at_ms=spec.expires_at_ms,
+                tombstone=spec.tombstone,
+            )
+        ]
     if mode is ConflictMode.CAUSAL:
         context = dict(client_context or {})
     else:
@@ -277,18 +299,22 @@ def _unpack_version(row: object) -> Version:
         raise RecordError("malformed version in record: not a row of 8 fields")
     value, wall, logical, node, counter, flat, expires, tombstone = row
     if not (
-        isinstance(value, bytes)
-        and _is_count(wall, 0)
-        and _is_count(logical, 0)
-        and isinstance(node, str)
-        and _is_count(counter, 1)
-        and isinstance(flat, list)
-        and _is_count(expires, 0)
-        and isinstance(tombstone, bool)
+        type(value) is bytes
+        and type(wall) is int
+        and wall >= 0
+        and type(logical) is int
+        and logical >= 0
+        and type(node) is str
+        and type(counter) is int
+        and counter >= 1
+        and type(flat) is list
+        and type(expires) is int
+        and expires >= 0
+        and type(tombstone) is bool
     ):
         raise RecordError("malformed version in record: a field has the wrong type")
     try:
-        context = vv_from_flat(flat)
+        context = vv_from_flat(flat) if flat else _NO_CONTEXT
     except ValueError as exc:
         raise RecordError(f"malformed version in record: {exc}") from exc
     return Version(
@@ -299,7 +325,3 @@ def _unpack_version(row: object) -> Version:
         expires_at_ms=expires,
         tombstone=tombstone,
     )
-
-
-def _is_count(value: object, minimum: int) -> bool:
-    return type(value) is int and value >= minimum

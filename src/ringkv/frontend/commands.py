@@ -800,15 +800,7 @@ def _expire(
     amount = _int_arg(args[2])
     if amount is None:
         return NOT_INTEGER
-    condition = None
-    for flag, cond in (
-        (b"nx", ops.ExpireCondition.NX),
-        (b"xx", ops.ExpireCondition.XX),
-        (b"gt", ops.ExpireCondition.GT),
-        (b"lt", ops.ExpireCondition.LT),
-    ):
-        if flag in flags:
-            condition = cond
+    conditions = frozenset(ops.ExpireCondition(flag.decode()) for flag in flags)
     bad = invalid(f"invalid expire time in '{name}' command")
     # C division truncates toward zero: LLONG_MIN / 1000 == -(2**63 // 1000).
     if amount > ops.INT64_MAX // unit_ms or amount < -(-ops.INT64_MIN // unit_ms):
@@ -820,7 +812,7 @@ def _expire(
         expiry = ops.Expiry(ttl_ms=ms)
     else:
         expiry = ops.Expiry(at_ms=ms)
-    return _call1(Mutate(s.keyspace, args[1], ops.Expire(expiry, condition)), _bool_int)
+    return _call1(Mutate(s.keyspace, args[1], ops.Expire(expiry, conditions)), _bool_int)
 
 
 @command("expire", -3, "write", "fast", group="generic")

@@ -47,9 +47,18 @@ class MemoryTable:
         # key -> its indexed expiry: the one heap entry per key that is current
         self._expires: dict[bytes, int] = {}
         self._count = 0
+        # A write is nearly always a get then a put of the same key object:
+        # remember the last bucket looked up so the key is hashed once.
+        self._last_key: bytes | None = None
+        self._last_bucket: dict[bytes, bytes] = self._buckets[0]
 
     def _bucket(self, key: bytes) -> dict[bytes, bytes]:
-        return self._buckets[key_token(key) >> _SHIFT]
+        if key is self._last_key:
+            return self._last_bucket
+        bucket = self._buckets[key_token(key) >> _SHIFT]
+        self._last_key = key
+        self._last_bucket = bucket
+        return bucket
 
     def get(self, key: bytes) -> bytes | None:
         bucket = self._bucket(key)
