@@ -703,7 +703,9 @@ def test_live_versions_filters_tombstones_and_expired_versions() -> None:
     deleted = _version("n5", 1, tombstone=True)
     deleted_later = _version("n6", 1, tombstone=True, expires_at_ms=5000)
     record = [forever, later, now, past, deleted, deleted_later]
-    assert live_versions(record, 1000) == [forever, later]
+    # Redis's keyIsExpired: a version expires once now is after its expiry.
+    assert live_versions(record, 1000) == [forever, later, now]
+    assert live_versions(record, 1001) == [forever, later]
     assert live_versions(record, 0) == [forever, later, now, past]
     assert live_versions(record, 10**15) == [forever]
     assert live_versions([], 1000) == []
@@ -717,4 +719,4 @@ def test_live_versions_is_the_order_preserving_filter_of_is_live(
     assert live == [v for v in record if v.is_live(now_ms)]
     for v in live:
         assert not v.tombstone
-        assert v.expires_at_ms == 0 or v.expires_at_ms > now_ms
+        assert v.expires_at_ms == 0 or v.expires_at_ms >= now_ms

@@ -25,8 +25,10 @@ import random
 from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
+import msgpack
+
 from ringkv.core import ops
-from ringkv.core.clocks import HlcClock
+from ringkv.core.clocks import HlcClock, HlcTimestamp
 from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, NodeConfig
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.record import (
@@ -56,6 +58,11 @@ __all__ = [
     "Scan",
     "ScanResult",
 ]
+
+
+META_TABLE = "meta"
+HLC_RESERVE_MS = 1000  # the HLC high-water mark is persisted this far ahead
+_HLC_KEY = b"hlc"
 
 
 class Read(NamedTuple):
@@ -154,8 +161,10 @@ class Node:
         self.config = config
         self.engine = engine
         self.rng = rng
-        self.hlc = HlcClock()
+        self._meta = engine.table(META_TABLE)
+        self.hlc = HlcClock(_load_hlc(self._meta))
         self.hlc.now(now_ms)
+        self._hlc_reserved_ms = self.hlc.last.wall_ms
         self.limits = ops.Limits(max_value_bytes=config.max_value_bytes)
         self.keyspaces: dict[str, KeyspaceSpec] = {
             DEFAULT_KEYSPACE: KeyspaceSpec(name=DEFAULT_KEYSPACE)
@@ -183,7 +192,8 @@ class Node:
         budget = self.config.expire_reclaim_per_tick
         for name in list(self._tables):
             table = self._tables[name]
-            for key in table.expiry_candidates(now_ms, budget):
+            # Expired means now > expiry, so only expiries before now qualify.
+            for key in table.expiry_candidates(now_ms - 1, budget):
                 raw = table.get(key)
                 if raw is None:
                     continue
@@ -273,7 +283,7 @@ class Node:
             saw = None
         write = WriteSpec(
             value=outcome.value,
-            hlc=self.hlc.now(now_ms),
+            hlc=self._next_hlc(now_ms),
             node=self.config.node_id,
             expires_at_ms=outcome.expires_at_ms,
         )
@@ -347,6 +357,21 @@ class Node:
 
     # -- helpers ----------------------------------------------------------
 
+    def _next_hlc(self, now_ms: int) -> HlcTimestamp:
+        """Timestamp a write; never below any timestamp handed out before a restart.
+
+        The clock's high-water mark is persisted ``HLC_RESERVE_MS`` ahead, in
+        the same group commit as the write that crossed the previous mark, and
+        a restarted node starts above it: so the HLC is monotonic even when
+        the wall clock steps back across a crash. The cost is one small meta
+        write per reserve period, and a restarted clock up to that far ahead.
+        """
+        ts = self.hlc.now(now_ms)
+        if ts.wall_ms >= self._hlc_reserved_ms:
+            self._hlc_reserved_ms = ts.wall_ms + HLC_RESERVE_MS
+            self._meta.put(_HLC_KEY, msgpack.packb([self._hlc_reserved_ms, 0]), 0)
+        return ts
+
     def _table(self, keyspace: str) -> Table:
         table = self._tables.get(keyspace)
         if table is None:
@@ -378,6 +403,17 @@ class Node:
             ErrorKind.TOO_LARGE,
             f"value is {len(value)} bytes, over max-value-bytes ({self.config.max_value_bytes})",
         )
+
+
+def _load_hlc(meta: Table) -> HlcTimestamp:
+    raw = meta.get(_HLC_KEY)
+    if raw is None:
+        return HlcTimestamp(0, 0)
+    try:
+        wall, logical = msgpack.unpackb(raw)
+        return HlcTimestamp(int(wall), int(logical))
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise StorageError(f"damaged HLC high-water mark in the meta table: {exc}") from exc
 
 
 def _record_expiry(versions: list[Version]) -> int:

@@ -91,8 +91,9 @@ class Version(NamedTuple):
     tombstone: bool = False
 
     def is_live(self, now_ms: int) -> bool:
-        """Readable: not a delete and not past its expiry."""
-        return not self.tombstone and (self.expires_at_ms == 0 or self.expires_at_ms > now_ms)
+        """Readable: not a delete and not past its expiry (Redis's
+        ``keyIsExpired``: a key expires once now is *after* its expiry time)."""
+        return not self.tombstone and (self.expires_at_ms == 0 or self.expires_at_ms >= now_ms)
 
 
 def causal_past(version: Version) -> dict[str, int]:
