@@ -63,6 +63,22 @@ class NodeConfig:
     # Most keys one SCAN step may return, whatever COUNT asked for.
     scan_count_max: int = 100_000
     keyspaces_max: int = 256
+    # Replication (core/replication.py, core/handoff.py).
+    # A client request gets a definite answer or TIMEOUT within this.
+    request_timeout_ms: int = 2000
+    # A replica that has not answered by then is suspected and, for a write,
+    # replaced by a fallback that keeps a hint. Several round trips on a LAN.
+    replica_timeout_ms: int = 400
+    # How long a suspected node is routed around before it is tried again.
+    suspect_ms: int = 5000
+    # Hints: at most this many stored (a write needing one more is refused,
+    # never dropped), delivered at most hints_per_tick per tick, each retried
+    # after hint_retry_ms.
+    hints_max: int = 100_000
+    hints_per_tick: int = 64
+    hint_retry_ms: int = 1000
+    # Requests being coordinated at once; past it, new ones are refused (UNAVAILABLE).
+    pending_requests_max: int = 10_000
 
     def validate(self) -> None:
         if not _NAME_RE.fullmatch(self.node_id):
@@ -79,3 +95,9 @@ class NodeConfig:
             raise ConfigError("siblings_max must be at least 1")
         if self.scan_count_max < 1:
             raise ConfigError("scan_count_max must be at least 1")
+        if not 1 <= self.replica_timeout_ms < self.request_timeout_ms:
+            raise ConfigError("replica_timeout_ms must be at least 1 and below request_timeout_ms")
+        if self.suspect_ms < 1 or self.hint_retry_ms < 1:
+            raise ConfigError("suspect_ms and hint_retry_ms must be at least 1")
+        if self.hints_max < 0 or self.hints_per_tick < 1 or self.pending_requests_max < 1:
+            raise ConfigError("hints_max >= 0, hints_per_tick >= 1, pending_requests_max >= 1")

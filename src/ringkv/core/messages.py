@@ -1,0 +1,123 @@
+"""Node-to-node messages: one frozen, slotted, keyword-only dataclass per type.
+
+Theory of operation (Dynamo §4.5-4.6). Any node accepts a client request. A
+write is coordinated by a *home* replica of the key (one of the first N nodes
+of its preference list): the coordinator mints the new version's dot from its
+own copy of the key, so dots stay unique and contiguous per (node, key), then
+sends the resulting sibling set to the other replicas in ``ReplicaWrite``. A
+node that is not a home replica forwards the write to one in
+``CoordinateWrite``. A read asks the replicas with ``ReplicaRead``. A replica
+that does not answer is replaced by the next node on the ring (a fallback),
+which keeps the data as a *hint* for the home replica it stands in for
+(``hint_for``) and delivers it later with an ordinary ``ReplicaWrite``.
+
+Every message names its sender and the ring epoch it was computed with. The
+wire tags live in ``codec.py`` (append only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+__all__ = [
+    "CoordinateWrite",
+    "CoordinateWriteReply",
+    "Message",
+    "ReplicaRead",
+    "ReplicaReadReply",
+    "ReplicaWrite",
+    "ReplicaWriteAck",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaWrite:
+    """Merge ``record`` (a packed sibling set) into your copy, persist, then ack.
+
+    ``hint_for`` is set when the receiver is a fallback standing in for that
+    home node; ``want_ack`` is false for read repair and background
+    replication, which need no answer."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    key: bytes
+    record: bytes
+    hint_for: str = ""
+    want_ack: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaWriteAck:
+    """Sent only after the write is durable. ``ok`` false: refused (for
+    example a full hint store); the coordinator must not count it."""
+
+    src: str
+    req_id: int
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaRead:
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaReadReply:
+    """``record`` is the replica's packed sibling set, empty when it has none."""
+
+    src: str
+    req_id: int
+    ok: bool
+    record: bytes = b""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinateWrite:
+    """A blind write forwarded to a home replica, which coordinates it.
+
+    ``context`` is the client's causal context as a flat version vector
+    (``clocks.vv_to_flat``), or ``None`` when the client read nothing.
+    ``w`` is the number of replica acknowledgements required."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    key: bytes
+    value: bytes
+    expires_at_ms: int
+    tombstone: bool
+    context: list[str | int] | None
+    w: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinateWriteReply:
+    """The forwarded write's outcome. ``error_kind`` empty means success;
+    otherwise a ``core.errors.ErrorKind`` value, with ``definite`` saying
+    whether the write certainly had no effect."""
+
+    src: str
+    req_id: int
+    error_kind: str = ""
+    message: str = ""
+    definite: bool = True
+
+
+Message: TypeAlias = (
+    ReplicaWrite
+    | ReplicaWriteAck
+    | ReplicaRead
+    | ReplicaReadReply
+    | CoordinateWrite
+    | CoordinateWriteReply
+)

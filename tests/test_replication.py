@@ -1,0 +1,238 @@
+"""Replication through the core Node: a tiny deterministic message pump.
+
+Every message goes through the real codec. The pump models the runtime's
+duty: send ``messages`` now, flush, then send ``after_commit`` and release
+replies. ``down`` nodes receive nothing (their messages are dropped).
+The seeded simulator (ringkv.sim) covers faults at scale; these tests pin
+down the protocol step by step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from ringkv.core import codec, ops
+from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
+from ringkv.core.errors import ErrorKind, OpError
+from ringkv.core.node import Mutate, Node, Read, ReadResult
+from ringkv.core.record import ConflictMode
+from ringkv.core.ring import Member, build_ring, key_token, preference_list
+from ringkv.storage.memory import MemoryEngine
+
+T0 = 1_700_000_000_000
+
+
+@dataclass
+class Cluster:
+    nodes: dict[str, Node]
+    now: int = T0
+    down: set[str] = field(default_factory=set)
+    queue: list[tuple[str, bytes]] = field(default_factory=list)
+    replies: dict[object, object] = field(default_factory=dict)
+    delivered: int = 0
+
+    def drain(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        out = node.take_outbox()
+        for dst, message in out.messages:
+            self.queue.append((dst, codec.encode(message)))
+        node.engine.flush()
+        for dst, message in out.after_commit:
+            self.queue.append((dst, codec.encode(message)))
+        for token, result in out.replies:
+            self.replies[token] = result
+
+    def pump(self, max_steps: int = 10_000) -> None:
+        for node_id in sorted(self.nodes):
+            self.drain(node_id)
+        steps = 0
+        while self.queue and steps < max_steps:
+            dst, data = self.queue.pop(0)
+            steps += 1
+            if dst in self.down:
+                continue
+            self.delivered += 1
+            self.nodes[dst].step(codec.decode(data), self.now)
+            self.drain(dst)
+        assert steps < max_steps, "message storm"
+
+    def tick(self, ms: int, every: int = 100) -> None:
+        end = self.now + ms
+        while self.now < end:
+            self.now += every
+            for node_id in sorted(self.nodes):
+                if node_id not in self.down:
+                    self.nodes[node_id].tick(self.now)
+            self.pump()
+
+    def call(self, node_id: str, request: object) -> object:
+        token = object()
+        self.nodes[node_id].submit(request, token, self.now)  # type: ignore[arg-type]
+        self.pump()
+        for _ in range(100):
+            if token in self.replies:
+                return self.replies.pop(token)
+            self.tick(100)
+        raise AssertionError("no reply within 10 s of simulated time")
+
+
+def make_cluster(count: int, mode: ConflictMode = ConflictMode.LWW) -> Cluster:
+    ids = [f"n{i}" for i in range(1, count + 1)]
+    ring = build_ring([Member(node_id=i) for i in ids], epoch=1)
+    nodes = {}
+    for i, node_id in enumerate(ids):
+        node = Node(NodeConfig(node_id=node_id), MemoryEngine(), random.Random(i), T0, ring=ring)
+        node.keyspaces["ks"] = KeyspaceSpec(name="ks", mode=mode, n_replicas=3)
+        nodes[node_id] = node
+    return Cluster(nodes)
+
+
+def homes_of(cluster: Cluster, key: bytes) -> tuple[str, ...]:
+    ring = next(iter(cluster.nodes.values())).ring
+    return preference_list(ring, key_token(key), 3)
+
+
+def put(
+    key: bytes, value: bytes, level: Level = Level.QUORUM, context: dict[str, int] | None = None
+) -> Mutate:
+    return Mutate("ks", key, ops.Put(value), level=level, context=context)
+
+
+def get(key: bytes, level: Level = Level.QUORUM) -> Read:
+    return Read("ks", key, level=level)
+
+
+def values(result: object) -> list[bytes]:
+    assert isinstance(result, ReadResult), result
+    return sorted(v.value for v in result.versions)
+
+
+def stored(cluster: Cluster, node_id: str, key: bytes) -> list[bytes]:
+    raw = cluster.nodes[node_id]._table("ks").get(key)
+    if raw is None:
+        return []
+    from ringkv.core.record import unpack_record
+
+    return sorted(v.value for v in unpack_record(raw) if not v.tombstone)
+
+
+def test_a_quorum_write_is_read_back_through_any_node() -> None:
+    cluster = make_cluster(5)
+    assert cluster.call("n1", put(b"k", b"v1")) is True
+    for node_id in cluster.nodes:
+        assert values(cluster.call(node_id, get(b"k"))) == [b"v1"]
+    for home in homes_of(cluster, b"k"):
+        assert stored(cluster, home, b"k") == [b"v1"]
+
+
+def test_a_non_home_coordinator_forwards_the_write() -> None:
+    cluster = make_cluster(5)
+    homes = homes_of(cluster, b"fwd")
+    outsider = next(n for n in sorted(cluster.nodes) if n not in homes)
+    assert cluster.call(outsider, put(b"fwd", b"x")) is True
+    assert cluster.nodes[outsider].stats.writes_forwarded == 1
+    assert stored(cluster, outsider, b"fwd") == []
+    assert all(stored(cluster, h, b"fwd") == [b"x"] for h in homes)
+
+
+def test_a_down_home_replica_gets_a_hint_that_is_delivered_when_it_returns() -> None:
+    cluster = make_cluster(5)
+    homes = homes_of(cluster, b"h")
+    victim = homes[2]
+    cluster.down.add(victim)
+    assert (
+        cluster.call(homes[0], put(b"h", b"v", level=Level.ALL)) is True
+    )  # W = 3: needs the fallback
+    holders = [n for n in cluster.nodes if n not in homes and cluster.nodes[n].stats.hints_written]
+    assert len(holders) == 1
+    assert stored(cluster, victim, b"h") == []
+    cluster.down.discard(victim)
+    cluster.tick(6000)  # past suspect_ms: the hint is offered and acknowledged
+    assert stored(cluster, victim, b"h") == [b"v"]
+    holder = cluster.nodes[holders[0]]
+    assert holder.stats.hints_delivered == 1
+    assert holder._hints.count() == 0
+
+
+def test_read_repair_brings_a_stale_replica_up_to_date() -> None:
+    cluster = make_cluster(3)
+    homes = homes_of(cluster, b"r")
+    cluster.down.add(homes[2])
+    assert cluster.call(homes[0], put(b"r", b"new")) is True
+    cluster.down.clear()
+    assert stored(cluster, homes[2], b"r") == []
+    assert values(cluster.call(homes[1], get(b"r", level=Level.ALL))) == [b"new"]
+    assert stored(cluster, homes[2], b"r") == [b"new"]
+    assert cluster.nodes[homes[1]].stats.read_repairs >= 1
+
+
+def test_fewer_than_w_acknowledgements_is_an_unknown_outcome_not_a_failure() -> None:
+    cluster = make_cluster(3)
+    homes = homes_of(cluster, b"t")
+    cluster.down.update(homes[1:])
+    result = cluster.call(homes[0], put(b"t", b"v"))
+    assert isinstance(result, OpError)
+    assert result.kind is ErrorKind.TIMEOUT and not result.definite
+
+
+def test_with_every_home_replica_unreachable_a_write_is_refused_definitely() -> None:
+    cluster = make_cluster(5)
+    homes = homes_of(cluster, b"u")
+    outsider = next(n for n in sorted(cluster.nodes) if n not in homes)
+    for home in homes:
+        cluster.nodes[outsider]._suspect(home, cluster.now)
+    result = cluster.call(outsider, put(b"u", b"v"))
+    assert isinstance(result, OpError)
+    assert result.kind is ErrorKind.UNAVAILABLE and result.definite
+
+
+def test_concurrent_writes_in_a_causal_keyspace_become_siblings_and_a_context_resolves_them() -> (
+    None
+):
+    cluster = make_cluster(3, ConflictMode.CAUSAL)
+    homes = homes_of(cluster, b"cart")
+    assert cluster.call(homes[0], put(b"cart", b"apple", level=Level.ONE)) is True
+    assert cluster.call(homes[1], put(b"cart", b"pear", level=Level.ONE)) is True
+    both = cluster.call(homes[2], get(b"cart", level=Level.ALL))
+    assert values(both) == [b"apple", b"pear"]
+    assert isinstance(both, ReadResult)
+    assert cluster.call(homes[2], put(b"cart", b"apple+pear", context=both.context)) is True
+    assert values(cluster.call(homes[0], get(b"cart", level=Level.ALL))) == [b"apple+pear"]
+
+
+def test_in_lww_a_write_that_follows_another_wins_even_with_an_older_clock() -> None:
+    cluster = make_cluster(3)
+    homes = homes_of(cluster, b"w")
+    assert cluster.call(homes[0], put(b"w", b"first")) is True
+    cluster.now -= 60_000  # every clock jumps back a minute
+    assert cluster.call(homes[1], put(b"w", b"second")) is True
+    assert values(cluster.call(homes[2], get(b"w", level=Level.ALL))) == [b"second"]
+
+
+def test_delete_is_a_tombstone_that_does_not_come_back() -> None:
+    cluster = make_cluster(3)
+    homes = homes_of(cluster, b"d")
+    assert cluster.call(homes[0], put(b"d", b"v")) is True
+    cluster.down.add(homes[2])
+    assert cluster.call(homes[0], Mutate("ks", b"d", ops.Remove())) is True
+    cluster.down.clear()
+    assert values(cluster.call(homes[2], get(b"d", level=Level.ALL))) == []
+    # The stale replica was repaired with the tombstone, so a read of it alone stays empty.
+    assert values(cluster.call(homes[2], get(b"d", level=Level.ONE))) == []
+
+
+@pytest.mark.parametrize("level", [Level.ONE, Level.QUORUM, Level.ALL])
+def test_every_message_round_trips_through_the_codec(level: Level) -> None:
+    cluster = make_cluster(4)
+    assert cluster.call("n2", put(b"c", b"v", level=level)) is True
+    assert values(cluster.call("n4", get(b"c", level=level))) == [b"v"]
+    assert cluster.delivered > 0
+
+
+def test_read_modify_write_is_refused_in_a_replicated_lww_keyspace() -> None:
+    cluster = make_cluster(3)
+    result = cluster.call("n1", Mutate("ks", b"n", ops.IncrBy(1)))
+    assert isinstance(result, OpError) and result.kind is ErrorKind.WRONG_LEVEL
