@@ -236,3 +236,14 @@ def test_read_modify_write_is_refused_in_a_replicated_lww_keyspace() -> None:
     cluster = make_cluster(3)
     result = cluster.call("n1", Mutate("ks", b"n", ops.IncrBy(1)))
     assert isinstance(result, OpError) and result.kind is ErrorKind.WRONG_LEVEL
+
+
+def test_the_broken_build_switch_really_loses_replica_copies() -> None:
+    # The simulator's checkers are validated against this switch; make sure it bites.
+    cluster = make_cluster(3)
+    for node in cluster.nodes.values():
+        object.__setattr__(node.config, "broken_ack_without_storing", True)
+    homes = homes_of(cluster, b"b")
+    assert cluster.call(homes[0], put(b"b", b"v", level=Level.ALL)) is True
+    assert stored(cluster, homes[0], b"b") == [b"v"]
+    assert stored(cluster, homes[1], b"b") == [] and stored(cluster, homes[2], b"b") == []

@@ -79,6 +79,10 @@ class NodeConfig:
     hint_retry_ms: int = 1000
     # Requests being coordinated at once; past it, new ones are refused (UNAVAILABLE).
     pending_requests_max: int = 10_000
+    # TEST ONLY: replicas acknowledge writes without storing them. A broken
+    # build on purpose, so the simulator can prove its checkers catch lost
+    # writes. Never set outside tests; `ringkv serve` has no flag for it.
+    broken_ack_without_storing: bool = False
 
     def validate(self) -> None:
         if not _NAME_RE.fullmatch(self.node_id):

@@ -793,6 +793,8 @@ class Node:
             self.hlc.observe(version.hlc, now_ms)
         if m.hint_for and m.hint_for != self.config.node_id:
             ok, error = self._store_hint(m.hint_for, m.keyspace, m.key, incoming)
+        elif self.config.broken_ack_without_storing:
+            ok, error = True, ""  # the deliberate bug the simulator must catch
         else:
             self._merge_into(self._table(m.keyspace), m.key, incoming)
             self.stats.replica_writes += 1
