@@ -55,6 +55,7 @@ __all__ = [
     "lww_order_key",
     "new_write",
     "pack_record",
+    "record_expiry",
     "record_vv",
     "resolve",
     "sync",
@@ -326,3 +327,12 @@ def _unpack_version(row: object) -> Version:
         expires_at_ms=expires,
         tombstone=tombstone,
     )
+
+
+def record_expiry(versions: Sequence[Version]) -> int:
+    """When the whole record can be reclaimed: its last expiry, or 0 (never)."""
+    if len(versions) == 1:
+        return versions[0].expires_at_ms
+    if any(v.expires_at_ms == 0 for v in versions):
+        return 0
+    return max(v.expires_at_ms for v in versions)
