@@ -39,7 +39,9 @@ test_expiry_index_follows_overwrites_and_deletes = (
 test_expiry_candidates_in_expiry_order = conformance.test_expiry_candidates_in_expiry_order
 test_random_key = conformance.test_random_key
 test_clear = conformance.test_clear
-test_long_keys_round_trip_and_stay_distinct = conformance.test_long_keys_round_trip_and_stay_distinct
+test_long_keys_round_trip_and_stay_distinct = (
+    conformance.test_long_keys_round_trip_and_stay_distinct
+)
 test_huge_key = conformance.test_huge_key
 test_tables_are_isolated = conformance.test_tables_are_isolated
 test_count_expiring_follows_puts_overwrites_and_deletes = (
@@ -108,9 +110,7 @@ def test_committed_writes_survive_as_the_policy_says(
     table.put(b"new", b"committed", 0)
     engine.flush()
     engine.crash(lose_unsynced=lose_unsynced)
-    expected = (
-        {b"old": b"committed", b"new": b"committed"} if survives else {b"old": b"synced"}
-    )
+    expected = {b"old": b"committed", b"new": b"committed"} if survives else {b"old": b"synced"}
     assert _contents(engine) == expected
 
 

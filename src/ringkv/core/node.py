@@ -1,22 +1,25 @@
 """The Node: one ringkv process's protocol logic, with no I/O.
 
-Theory of operation (the shape of etcd's raft ``RawNode``). The runtime (or
-the simulator, or a test) feeds the node inputs and drains its outputs:
+Theory of operation (the shape of etcd's raft ``RawNode``). The runtime, the
+simulator or a test feeds the node inputs and drains its outputs:
 
-* ``submit(request, token, now_ms)``: a client request; ``token`` is opaque to
-  the node and comes back with the reply;
-* ``tick(now_ms)``: time passed; the node does its bounded background work
-  (reclaiming expired keys);
-* ``take_replies()``: the outbox of ``(token, result)`` pairs.
+* ``submit(request, token, now_ms)``: a client request (``core/requests.py``);
+  ``token`` is opaque to the node and comes back with the reply;
+* ``step(message, now_ms)``: a message from a peer (``core/messages.py``);
+* ``tick(now_ms)``: time passed; bounded background work (request deadlines,
+  hint delivery, reclaiming expired keys);
+* ``take_outbox()``: messages to send now, messages to send only after the
+  engine's flush, and ``(token, result)`` replies to release after it.
 
-A result is a plain value or an ``OpError``. The runtime must call
-``engine.flush()`` before it releases any reply taken after a write, so that
-nothing is acknowledged before it is durable (group commit).
+A result is a plain value or an ``OpError``. The driver must call
+``engine.flush()`` before it sends the ``after_commit`` messages or releases
+any reply, so that nothing is acknowledged before it is durable (group
+commit). ``take_replies()`` is the single-node shortcut.
 
 A server is a one-node cluster: with effective N = 1 the node is the only home
-replica of every key, so it applies a mutation atomically to its own storage;
-this is the same path a replicated write takes on each replica, and the path
-through which every front end (RESP, HTTP, embedded) goes.
+replica of every key, so it applies a mutation atomically to its own storage.
+With more nodes, reads and blind writes are coordinated across the key's
+replicas (``coordinator.py``, docs/replication.md).
 """
 
 from __future__ import annotations

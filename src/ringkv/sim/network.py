@@ -78,6 +78,7 @@ class Delivery(NamedTuple):
     payload: bytes
     kind: str  # the message type's name
     copy: int  # 0 for the original, 1 for a duplicate
+    digest: str  # of the payload, for the trace
 
 
 class SimNetwork:
@@ -121,7 +122,9 @@ class SimNetwork:
         else:
             self._links[(src, dst)] = fault
 
-    def set_rates(self, *, drop_rate: float | None = None, duplicate_rate: float | None = None) -> None:
+    def set_rates(
+        self, *, drop_rate: float | None = None, duplicate_rate: float | None = None
+    ) -> None:
         changes: dict[str, float] = {}
         if drop_rate is not None:
             changes["drop_rate"] = drop_rate
@@ -138,14 +141,20 @@ class SimNetwork:
         self._links.clear()
 
     def blocked(self, src: str, dst: str) -> bool:
+        return bool(self.block_reason(src, dst))
+
+    def block_reason(self, src: str, dst: str) -> str:
+        """Why ``src`` cannot reach ``dst`` now (``cut``, ``partition``), or ""."""
         if src == dst:
-            return False
+            return ""
         if (src, dst) in self._cuts:
-            return True
+            return "cut"
         if not self._group:
-            return False
+            return ""
         group = self._group.get(src, -1)
-        return group == -1 or group != self._group.get(dst, -2)
+        if group == -1 or group != self._group.get(dst, -2):
+            return "partition"
+        return ""
 
     def describe_faults(self) -> str:
         parts: list[str] = []
@@ -160,31 +169,34 @@ class SimNetwork:
 
     # -- traffic -------------------------------------------------------------
 
-    def send(self, src: str, dst: str, message: Message) -> list[Delivery]:
-        """Encode ``message`` and decide its fate: the copies to deliver (none if lost)."""
+    def send(self, src: str, dst: str, message: Message) -> tuple[list[Delivery], str]:
+        """Encode ``message`` and decide its fate: the copies to deliver, and
+        when there are none, why (``partition``, ``cut`` or ``loss``)."""
         payload = codec.encode(message)
         kind = type(message).__name__
         if self.config.check_codec:
             assert codec.decode(payload) == message, f"codec round trip changed {kind}"
         self.sent[kind] += 1
         self.bytes_sent += len(payload)
+        digest = blake2b(payload, digest_size=4).hexdigest()
         if src == dst:
-            return [Delivery(0, src, dst, payload, kind, 0)]
-        if self.blocked(src, dst):
+            return [Delivery(0, src, dst, payload, kind, 0, digest)], ""
+        reason = self.block_reason(src, dst)
+        if reason:
             self.dropped[kind] += 1
-            return []
+            return [], reason
         link = self._links.get((src, dst))
         drop_rate = self.config.drop_rate
         if link is not None:
             drop_rate = 1 - (1 - drop_rate) * (1 - link.drop_rate)
         if drop_rate and self.rng.random() < drop_rate:
             self.dropped[kind] += 1
-            return []
-        copies = [Delivery(self._delay(link), src, dst, payload, kind, 0)]
+            return [], "loss"
+        copies = [Delivery(self._delay(link), src, dst, payload, kind, 0, digest)]
         if self.config.duplicate_rate and self.rng.random() < self.config.duplicate_rate:
             self.duplicated[kind] += 1
-            copies.append(Delivery(self._delay(link), src, dst, payload, kind, 1))
-        return copies
+            copies.append(Delivery(self._delay(link), src, dst, payload, kind, 1, digest))
+        return copies, ""
 
     def arrive(self, delivery: Delivery) -> Message | None:
         """The message, decoded, if its link still holds; None if it is lost now."""
@@ -221,25 +233,21 @@ class SimNetwork:
         }
 
 
-def describe(message: object, payload: bytes | None = None) -> str:
-    """One line for the trace: the type and its fields, long bytes abbreviated.
-
-    With ``payload`` the line ends with a digest of the exact wire bytes, so a
-    trace digest covers every byte sent."""
+def describe(message: object) -> str:
+    """One line for the trace: the type and its fields, long bytes abbreviated
+    (the trace adds a digest of the exact wire bytes)."""
     parts = [type(message).__name__]
     if dataclasses.is_dataclass(message) and not isinstance(message, type):
         for field in dataclasses.fields(message):
+            if field.name == "src":  # the trace names the link
+                continue
             parts.append(f"{field.name}={_short(getattr(message, field.name))}")
-    if payload is not None:
-        parts.append("#" + blake2b(payload, digest_size=4).hexdigest())
     return " ".join(parts)
 
 
 def _short(value: object) -> str:
     if isinstance(value, bytes):
-        if len(value) <= 24:
-            return _show_bytes(value)
-        return f"<{len(value)}B>"
+        return _show_bytes(value)
     if isinstance(value, str):
         return value if value and " " not in value else repr(value)
     if isinstance(value, list | tuple):
@@ -248,10 +256,9 @@ def _short(value: object) -> str:
 
 
 def _show_bytes(value: bytes) -> str:
-    try:
+    """Short printable bytes as text; anything else as its length."""
+    if 0 < len(value) <= 24 and value.isascii():
         text = value.decode("ascii")
-    except UnicodeDecodeError:
-        return "0x" + value.hex()
-    if text.isprintable() and " " not in text and text:
-        return text
-    return repr(value)
+        if text.isprintable() and " " not in text:
+            return text
+    return f"<{len(value)}B>"
