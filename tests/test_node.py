@@ -161,3 +161,19 @@ def test_lww_keyspace_keeps_one_version_and_its_context_grows() -> None:
 def test_config_is_validated(bad: int) -> None:
     with pytest.raises(ValueError, match="expire_reclaim_per_tick"):
         make_node(expire_reclaim_per_tick=bad)
+
+
+def test_an_unclean_restart_without_fsync_always_takes_a_new_actor_id() -> None:
+    # Regression (tests/scenarios/power_loss_reuses_dot.txt): after a power
+    # loss under --fsync batch a coordinator must not number a version with a
+    # dot it may already have handed out.
+    engine = MemoryEngine()  # its fsync policy is "never"
+    first = make_node(engine)
+    assert first.actor == "n1"
+    call(first, Mutate("default", b"k", ops.Put(b"x")))
+    crashed = make_node(engine)  # no close(): an unclean stop
+    assert crashed.actor == "n1~1"
+    call(crashed, Mutate("default", b"k", ops.Put(b"y")))
+    assert read(crashed, b"k").context == {"n1": 1, "n1~1": 1}
+    crashed.close()
+    assert make_node(engine).actor == "n1~1"  # a clean stop keeps the incarnation

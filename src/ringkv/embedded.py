@@ -464,6 +464,7 @@ class Store:
                 return
             self._closed = True
             try:
+                self._node.close()
                 self._engine.close()
             except StorageError as exc:
                 raise OutcomeUnknownError(f"closing the store failed: {exc}") from exc

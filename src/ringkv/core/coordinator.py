@@ -95,6 +95,7 @@ class Coordination:
 
     # Provided by Node.
     config: NodeConfig
+    actor: str
     ring: Ring
     cluster_size: int
     keyspaces: dict[str, KeyspaceSpec]
@@ -274,7 +275,7 @@ class Coordination:
         spec_write = WriteSpec(
             value=write.value,
             hlc=self._next_hlc(now_ms),
-            node=self.config.node_id,
+            node=self.actor,
             expires_at_ms=write.expires_at_ms,
             tombstone=write.tombstone,
         )

@@ -63,7 +63,7 @@ from ringkv.core.requests import (
     ScanResult,
 )
 from ringkv.core.ring import Member, Ring, build_ring
-from ringkv.storage.base import Engine, StorageError, Table
+from ringkv.storage.base import Engine, FsyncPolicy, StorageError, Table
 
 __all__ = [
     "HLC_RESERVE_MS",
@@ -87,6 +87,8 @@ __all__ = [
 META_TABLE = "meta"
 HLC_RESERVE_MS = 1000  # the HLC high-water mark is persisted this far ahead
 _HLC_KEY = b"hlc"
+_EPOCH_KEY = b"incarnation"
+_CLEAN_KEY = b"clean_stop"
 
 
 class Node(Coordination):
@@ -105,6 +107,7 @@ class Node(Coordination):
         self.engine = engine
         self.rng = rng
         self._meta = engine.table(META_TABLE)
+        self.actor = self._start_incarnation()
         self.hlc = HlcClock(_load_hlc(self._meta))
         self.hlc.now(now_ms)
         self._hlc_reserved_ms = self.hlc.last.wall_ms
@@ -282,7 +285,7 @@ class Node(Coordination):
         write = WriteSpec(
             value=outcome.value,
             hlc=self._next_hlc(now_ms),
-            node=self.config.node_id,
+            node=self.actor,
             expires_at_ms=outcome.expires_at_ms,
         )
         new = new_write(versions, write, spec.mode, saw)
@@ -354,6 +357,35 @@ class Node(Coordination):
         return None
 
     # -- helpers ----------------------------------------------------------
+
+    def _start_incarnation(self) -> str:
+        """The actor id this node's writes are dotted with, for this run.
+
+        A coordinator numbers a key's next version from its own copy. If a
+        power loss took writes this node had already sent to its peers (only
+        possible without ``--fsync always``), it would number the next one the
+        same, and replicas would take two writes for one. So after an unclean
+        stop under such a policy the node takes a new incarnation, and its
+        dots a new actor id, ``<node>~<incarnation>``: its old dots can never
+        be handed out again. The incarnation is made durable before anything
+        else happens (the one place the core asks the engine to sync).
+        """
+        raw_epoch = self._meta.get(_EPOCH_KEY)
+        epoch = int(raw_epoch) if raw_epoch is not None else 0
+        clean = self._meta.get(_CLEAN_KEY) == b"1"
+        if raw_epoch is not None and not clean and self.engine.fsync is not FsyncPolicy.ALWAYS:
+            epoch += 1
+        self._meta.put(_EPOCH_KEY, str(epoch).encode(), 0)
+        self._meta.put(_CLEAN_KEY, b"0", 0)
+        self.engine.flush()
+        self.engine.sync()
+        return self.config.node_id if epoch == 0 else f"{self.config.node_id}~{epoch}"
+
+    def close(self) -> None:
+        """Record a clean stop (the next start keeps this incarnation)."""
+        self._meta.put(_CLEAN_KEY, b"1", 0)
+        self.engine.flush()
+        self.engine.sync()
 
     def _next_hlc(self, now_ms: int) -> HlcTimestamp:
         """Timestamp a write; never below any timestamp handed out before a restart.

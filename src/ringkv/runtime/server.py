@@ -337,6 +337,7 @@ class Server:
 
             assert isinstance(self._http_runner, web.AppRunner)
             await self._http_runner.cleanup()
+        self.node.close()
         self.engine.close()
         log.info("ringkv node %s stopped cleanly", self.settings.node_id)
 
