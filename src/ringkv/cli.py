@@ -685,3 +685,53 @@ def info(
                 end_section=index == len(fields) - 1,
             )
     Console(highlight=False).print(table)
+
+
+@app.command()
+def sim(
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the run (default: a random one, printed).")
+    ] = None,
+    nodes: Annotated[int, typer.Option(min=1, max=64, help="Number of nodes.")] = 5,
+    time_s: Annotated[
+        float, typer.Option("--time", min=0.1, help="Seconds of simulated time with faults.")
+    ] = 60.0,
+    keyspace_mode: Annotated[
+        str, typer.Option(help="Conflict mode of the keyspace: lww or causal.")
+    ] = "causal",
+    drop: Annotated[float, typer.Option(min=0.0, max=1.0, help="Message loss rate.")] = 0.0,
+    dup: Annotated[float, typer.Option(min=0.0, max=1.0, help="Message duplication rate.")] = 0.0,
+    faults: Annotated[
+        str, typer.Option(help="Comma-separated: partition,cut,crash,drop,dup,skew, or all.")
+    ] = "",
+    fsync: Annotated[
+        str, typer.Option(help="Simulated disk policy: always, batch, never.")
+    ] = "always",
+) -> None:
+    """Run a seeded simulation of a cluster and check it; the seed replays it exactly.
+
+    Exits 3 when a check fails (an acknowledged write lost, replicas not converged)."""
+    from ringkv.sim.cli import main as sim_main
+    from ringkv.sim.cli import parse_faults
+    from ringkv.sim.run import RunOptions
+
+    if keyspace_mode not in ("lww", "causal"):
+        _fail("--keyspace-mode must be lww or causal", EXIT_USAGE)
+    if fsync not in ("always", "batch", "never"):
+        _fail("--fsync must be always, batch or never", EXIT_USAGE)
+    try:
+        kinds = parse_faults(faults)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    options = RunOptions(
+        seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
+        nodes=nodes,
+        time_s=time_s,
+        mode=keyspace_mode,
+        drop=drop,
+        dup=dup,
+        faults=kinds,
+        fsync=fsync,
+    )
+    if sim_main(options) != 0:
+        raise typer.Exit(EXIT_FAILED)
