@@ -91,7 +91,7 @@ def test_tags_are_append_only() -> None:
         [2, "n1", "1", True, ""],  # req_id as text
         [2, "n1", 1, 1, ""],  # ok as an integer
         [2, "n1", 2**63, True, ""],  # out of int64
-        [5, "n5", 7, 1, "ks", b"k", b"v", 0, False, ["n1", b"x"], 2],  # bad context item
+        [5, "n5", 7, 1, "ks", b"k", b"v", 0, False, ["n1", b"x"], 2, False],  # bad context item
     ],
 )
 def test_malformed_rows_are_codec_errors(row: list[object]) -> None:

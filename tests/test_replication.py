@@ -143,9 +143,8 @@ def test_a_down_home_replica_gets_a_hint_that_is_delivered_when_it_returns() -> 
     homes = homes_of(cluster, b"h")
     victim = homes[2]
     cluster.down.add(victim)
-    assert (
-        cluster.call(homes[0], put(b"h", b"v", level=Level.ALL)) is True
-    )  # W = 3: needs the fallback
+    # An explicit W = 3 is a sloppy quorum: the fallback's hinted copy counts.
+    assert cluster.call(homes[0], Mutate("ks", b"h", ops.Put(b"v"), acks=3)) is True
     holders = [n for n in cluster.nodes if n not in homes and cluster.nodes[n].stats.hints_written]
     assert len(holders) == 1
     assert stored(cluster, victim, b"h") == []
@@ -155,6 +154,18 @@ def test_a_down_home_replica_gets_a_hint_that_is_delivered_when_it_returns() -> 
     holder = cluster.nodes[holders[0]]
     assert holder.stats.hints_delivered == 1
     assert holder._hints.count() == 0
+
+
+def test_level_all_counts_only_home_replicas_not_fallbacks() -> None:
+    # Regression (tests/scenarios/write_at_all_counts_fallbacks.txt): `all`
+    # promises every home replica, so a hint does not make it succeed.
+    cluster = make_cluster(5)
+    homes = homes_of(cluster, b"a")
+    cluster.down.add(homes[2])
+    result = cluster.call(homes[0], put(b"a", b"v", level=Level.ALL))
+    assert isinstance(result, OpError) and result.kind is ErrorKind.TIMEOUT
+    assert not result.definite  # stored on two homes and a fallback: outcome unknown
+    assert sum(n.stats.hints_written for n in cluster.nodes.values()) == 1
 
 
 def test_read_repair_brings_a_stale_replica_up_to_date() -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ringkv.core import messages as msg
 from ringkv.core import ops
 from ringkv.core.clocks import HlcClock, HlcTimestamp, vv_from_flat, vv_to_flat
-from ringkv.core.config import KeyspaceSpec, NodeConfig
+from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HintInFlight, hint_key, parse_hint_key
 from ringkv.core.record import (
@@ -65,6 +65,7 @@ class _ClientWrite:
     context: dict[str, int] | None
     acks: int
     result: object
+    homes_only: bool = False
 
 
 @dataclass(slots=True)
@@ -181,6 +182,7 @@ class Coordination:
             context=request.context,
             acks=required_acks(level, n, request.acks),
             result=result,
+            homes_only=level is Level.ALL and not request.acks,
         )
         if self.config.node_id in homes:
             return self._start_write(spec, request.key, homes, write, token, now_ms)
@@ -248,6 +250,7 @@ class Coordination:
                     tombstone=write.tombstone,
                     context=None if write.context is None else vv_to_flat(write.context),
                     w=write.acks,
+                    homes_only=write.homes_only,
                 ),
             )
         )
@@ -293,6 +296,7 @@ class Coordination:
             result=write.result,
             needed=write.acks,
             deadline_ms=now_ms + self.config.request_timeout_ms,
+            homes_only=write.homes_only,
         )
         write_id = self._new_id()
         for home in homes:
@@ -576,6 +580,7 @@ class Coordination:
             context=context,
             acks=max(1, min(m.w, n)),
             result=True,
+            homes_only=m.homes_only,
         )
         result = self._start_write(spec, m.key, homes, write, token, now_ms)
         if result is not PENDING:

@@ -86,7 +86,8 @@ class CoordinateWrite:
 
     ``context`` is the client's causal context as a flat version vector
     (``clocks.vv_to_flat``), or ``None`` when the client read nothing.
-    ``w`` is the number of replica acknowledgements required."""
+    ``w`` is the number of replica acknowledgements required; with
+    ``homes_only`` only home replicas count toward it (level ``all``)."""
 
     src: str
     req_id: int
@@ -98,6 +99,7 @@ class CoordinateWrite:
     tombstone: bool
     context: list[str | int] | None
     w: int
+    homes_only: bool = False  # level ``all``: fallbacks' copies do not count
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

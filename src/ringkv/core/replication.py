@@ -86,6 +86,9 @@ class PendingWrite:
     targets: dict[int, WriteTarget] = field(default_factory=dict)  # req_id -> copy
     acks: int = 1  # the coordinator's own durable copy
     replied: bool = False
+    # Level ``all`` promises every home replica: a fallback's hinted copy is
+    # still sent (it helps the home replica catch up) but does not count.
+    homes_only: bool = False
 
     def record_ack(self, req_id: int, ok: bool) -> bool:
         """Count one replica's answer; True when W has just been reached."""
@@ -96,6 +99,8 @@ class PendingWrite:
             target.refused = True
             return False
         target.acked = True
+        if self.homes_only and target.is_hint:
+            return False
         self.acks += 1
         return not self.replied and self.acks >= self.needed
 
