@@ -6,6 +6,12 @@
   context from a read that returned it (``Op.saw``). A write whose outcome is
   unknown (``info``) may have superseded it, so it counts; a definitely
   failed one did not happen, so it does not.
+* ``resurrected_values`` (every mode): a value that a quorum-acknowledged
+  put or delete saw in its context is superseded, and must not be in the
+  final read: a write after reading a context supersedes (at least) what it
+  saw, a causally later lww write wins whatever the clocks, and a delete does
+  not come back. Values are unique per put, so a superseded value that is
+  read again was resurrected.
 * ``divergent_keys``: after the final reads (which repair), every home
   replica of a key stores the same versions (compared by dot, value and
   tombstone flag).
@@ -19,7 +25,14 @@ from dataclasses import dataclass
 from ringkv.core.record import Version
 from ringkv.sim.history import FAIL, OK, Op
 
-__all__ = ["LostWrite", "divergent_keys", "is_quorum_write", "lost_writes"]
+__all__ = [
+    "LostWrite",
+    "Resurrected",
+    "divergent_keys",
+    "is_quorum_write",
+    "lost_writes",
+    "resurrected_values",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,37 @@ def lost_writes(
             continue
         lost.append(LostWrite(op.key, op.value, op.op_id, op.process, op.node, op.complete_ms))
     return lost
+
+
+@dataclass(frozen=True, slots=True)
+class Resurrected:
+    key: bytes
+    value: bytes
+    by_op: int  # the acknowledged write whose context superseded it
+
+    def describe(self) -> str:
+        return (
+            f"{self.key.decode(errors='replace')}={self.value.decode(errors='replace')} was "
+            f"superseded by op{self.by_op} (acknowledged at quorum) yet is read again"
+        )
+
+
+def resurrected_values(
+    ops: Sequence[Op], final: Mapping[bytes, Sequence[bytes]], n: int
+) -> list[Resurrected]:
+    """Values superseded by a quorum-acknowledged put or delete that are still read."""
+    found: list[Resurrected] = []
+    for op in ops:
+        if op.f not in ("put", "delete") or op.outcome != OK or op.key not in final:
+            continue
+        if (op.acks and op.acks < n // 2 + 1) or op.level == "one":
+            continue
+        found.extend(
+            Resurrected(op.key, value, op.op_id)
+            for value in sorted(op.saw)
+            if value in final[op.key]
+        )
+    return found
 
 
 def divergent_keys(

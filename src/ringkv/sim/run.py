@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from ringkv.core.config import KeyspaceSpec, NodeConfig
 from ringkv.core.record import ConflictMode, Version
 from ringkv.core.ring import key_token, preference_list
-from ringkv.sim.checks import LostWrite, divergent_keys, lost_writes
+from ringkv.sim.checks import (
+    LostWrite,
+    Resurrected,
+    divergent_keys,
+    lost_writes,
+    resurrected_values,
+)
 from ringkv.sim.history import OK, Op
 from ringkv.sim.network import NetworkConfig
 from ringkv.sim.workload import FaultStep, Workload, WorkloadConfig, fault_schedule, install
@@ -67,6 +73,7 @@ class RunReport:
     final: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
     unread_keys: list[bytes] = field(default_factory=list)
     lost: list[LostWrite] = field(default_factory=list)
+    resurrected: list[Resurrected] = field(default_factory=list)
     divergent: list[tuple[bytes, dict[str, list[str]]]] = field(default_factory=list)
     hints_left: int = 0
     recovery_ms: int = 0
@@ -74,10 +81,13 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.divergent or self.unread_keys or self.hints_left)
+        return not (
+            self.lost or self.resurrected or self.divergent or self.unread_keys or self.hints_left
+        )
 
     def failures(self) -> list[str]:
         lines = [f"lost write: {w.describe()}" for w in self.lost]
+        lines += [f"resurrected: {r.describe()}" for r in self.resurrected]
         lines += [
             f"divergent replicas of {k.decode(errors='replace')}: {v}" for k, v in self.divergent
         ]
@@ -203,6 +213,7 @@ def _check(sim: Simulation, report: RunReport, keys: Sequence[bytes], options: R
     n = min(options.n_replicas, options.nodes)
     if options.mode == ConflictMode.CAUSAL.value:
         report.lost = lost_writes(sim.ops, report.final, n)
+    report.resurrected = resurrected_values(sim.ops, report.final, n)
     stored: dict[bytes, dict[str, list[Version]]] = {}
     for key in keys:
         homes = preference_list(sim.ring, key_token(key), n)
