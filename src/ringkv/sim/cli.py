@@ -103,6 +103,12 @@ def _print_checks(report: RunReport, console: Console) -> None:
     else:
         verdict = "skipped (lww drops one of two concurrent writes by design)"
     console.print(f"check no acknowledged write lost: {verdict}")
+    back = (
+        "[green]pass[/]"
+        if not report.resurrected
+        else f"[red]{len(report.resurrected)} read again[/]"
+    )
+    console.print(f"check superseded values stay gone: {back}")
     converged = "[green]pass[/]" if not report.divergent else "[red]fail[/]"
     console.print(f"check home replicas converged: {converged}")
     hints = "[green]pass[/]" if not report.hints_left else f"[red]{report.hints_left} left[/]"
