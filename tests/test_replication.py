@@ -258,3 +258,17 @@ def test_the_broken_build_switch_really_loses_replica_copies() -> None:
     assert cluster.call(homes[0], put(b"b", b"v", level=Level.ALL)) is True
     assert stored(cluster, homes[0], b"b") == [b"v"]
     assert stored(cluster, homes[1], b"b") == [] and stored(cluster, homes[2], b"b") == []
+
+
+def test_a_full_hint_store_refuses_the_copy_rather_than_dropping_it() -> None:
+    cluster = make_cluster(5)
+    for node in cluster.nodes.values():
+        object.__setattr__(node.config, "hints_max", 0)
+    homes = homes_of(cluster, b"f")
+    cluster.down.add(homes[2])
+    result = cluster.call(homes[0], Mutate("ks", b"f", ops.Put(b"v"), acks=3))
+    assert isinstance(result, OpError) and result.kind is ErrorKind.TIMEOUT
+    assert sum(n.stats.hints_refused for n in cluster.nodes.values()) >= 1
+    assert sum(n._hints.count() for n in cluster.nodes.values()) == 0
+    # A quorum write still succeeds on the two reachable home replicas.
+    assert cluster.call(homes[0], put(b"f", b"w")) is True
