@@ -735,3 +735,85 @@ def sim(
     )
     if sim_main(options) != 0:
         raise typer.Exit(EXIT_FAILED)
+
+
+# --------------------------------------------------------------------------
+# keyspaces (over HTTP: PUT /v1/keyspaces/{name}, GET /v1/keyspaces)
+# --------------------------------------------------------------------------
+
+keyspace_app = typer.Typer(help="Create and list keyspaces (like Riak bucket types).")
+app.add_typer(keyspace_app, name="keyspace")
+
+HttpUrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="RINGKV_HTTP_URL", help="A node's HTTP address."),
+]
+
+
+class _Mode(StrEnum):
+    lww = "lww"
+    causal = "causal"
+
+
+class _Level(StrEnum):
+    one = "one"
+    quorum = "quorum"
+    all = "all"
+    local_quorum = "local_quorum"
+
+
+def _http_json(
+    method: str, url: str, password: str | None, timeout: float, body: object = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if password:
+        request.add_header("Authorization", f"Bearer {password}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = str(exc)
+        _fail(f"{method} {url}: {exc.code}: {message}")
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"cannot reach {url}: {exc}; is `ringkv serve` running (HTTP port, e.g. 8380)?")
+
+
+@keyspace_app.command("create")
+def keyspace_create(
+    name: Annotated[str, typer.Argument(help="Keyspace name.")],
+    mode: Annotated[_Mode, typer.Option("--mode", help="Conflict mode.")] = _Mode.lww,
+    n: Annotated[int, typer.Option("--n", min=1, max=15, help="Replicas per key.")] = 3,
+    level: Annotated[_Level, typer.Option("--level", help="Default level.")] = _Level.quorum,
+    url: HttpUrlOption = "http://127.0.0.1:8380",
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Create keyspace NAME; its mode and n are fixed for good."""
+    body = {"mode": mode.value, "n": n, "level": level.value}
+    status, spec = _http_json(
+        "PUT", f"{url.rstrip('/')}/v1/keyspaces/{name}", password, timeout, body
+    )
+    verb = "created" if status == 201 else "exists"
+    typer.echo(f"{verb}: {spec['name']} mode={spec['mode']} n={spec['n']} level={spec['level']}")
+
+
+@keyspace_app.command("list")
+def keyspace_list(
+    url: HttpUrlOption = "http://127.0.0.1:8380",
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """List every keyspace as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    _, body = _http_json("GET", f"{url.rstrip('/')}/v1/keyspaces", password, timeout)
+    table = Table("keyspace", "mode", "n", "level")
+    for spec in body["keyspaces"]:
+        table.add_row(spec["name"], spec["mode"], str(spec["n"]), spec["level"])
+    Console().print(table)

@@ -32,7 +32,7 @@ import msgpack
 from ringkv.core import messages as msg
 from ringkv.core import ops
 from ringkv.core.clocks import HlcClock, HlcTimestamp
-from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, NodeConfig
+from ringkv.core.config import DEFAULT_KEYSPACE, ConfigError, KeyspaceSpec, Level, NodeConfig
 from ringkv.core.coordinator import PENDING, Coordination, NodeStats, Outbox
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HINTS_TABLE, HintInFlight
@@ -52,7 +52,9 @@ from ringkv.core.record import (
 from ringkv.core.replication import PendingForward, PendingRead, PendingWrite
 from ringkv.core.requests import (
     Count,
+    CreateKeyspace,
     Flush,
+    ListKeyspaces,
     Mutate,
     PutMany,
     RandomKey,
@@ -69,7 +71,9 @@ __all__ = [
     "HLC_RESERVE_MS",
     "META_TABLE",
     "Count",
+    "CreateKeyspace",
     "Flush",
+    "ListKeyspaces",
     "Mutate",
     "Node",
     "NodeStats",
@@ -89,6 +93,7 @@ HLC_RESERVE_MS = 1000  # the HLC high-water mark is persisted this far ahead
 _HLC_KEY = b"hlc"
 _EPOCH_KEY = b"incarnation"
 _CLEAN_KEY = b"clean_stop"
+_KEYSPACE_PREFIX = b"keyspace:"
 
 
 class Node(Coordination):
@@ -115,6 +120,7 @@ class Node(Coordination):
         self.keyspaces: dict[str, KeyspaceSpec] = {
             DEFAULT_KEYSPACE: KeyspaceSpec(name=DEFAULT_KEYSPACE)
         }
+        self.keyspaces.update(_load_keyspaces(self._meta))
         self.expired_keys = 0
         self.stats = NodeStats()
         self._tables: dict[str, Table] = {}
@@ -221,8 +227,8 @@ class Node(Coordination):
         match request:
             case Read(keyspace=ks, key=key):
                 return self._read(ks, key, now_ms)
-            case Mutate(keyspace=ks, key=key, mutation=mutation):
-                return self._mutate(ks, key, mutation, now_ms)
+            case Mutate(keyspace=ks, key=key, mutation=mutation, context=context):
+                return self._mutate(ks, key, mutation, now_ms, context)
             case PutMany():
                 return self._put_many(request, now_ms)
             case Scan():
@@ -232,6 +238,10 @@ class Node(Coordination):
                 return table if isinstance(table, OpError) else table.count()
             case RandomKey(keyspace=ks):
                 return self._random_key(ks, now_ms)
+            case CreateKeyspace(spec=spec):
+                return self._create_keyspace(spec)
+            case ListKeyspaces():
+                return list(self.keyspaces.values())
             case Flush(keyspace=ks):
                 names = list(self.keyspaces) if ks is None else [ks]
                 for name in names:
@@ -250,7 +260,14 @@ class Node(Coordination):
         versions = self._decode(raw)
         return ReadResult(live_versions(versions, now_ms), versions)
 
-    def _mutate(self, keyspace: str, key: bytes, mutation: ops.Mutation, now_ms: int) -> object:
+    def _mutate(
+        self,
+        keyspace: str,
+        key: bytes,
+        mutation: ops.Mutation,
+        now_ms: int,
+        context: dict[str, int] | None = None,
+    ) -> object:
         table = self._tables.get(keyspace) or self._table_or_error(keyspace)
         if isinstance(table, OpError):
             return table
@@ -275,13 +292,13 @@ class Node(Coordination):
         if len(outcome.value) > self.config.max_value_bytes:
             return self._value_too_large(outcome.value)
         spec = self.keyspaces[keyspace]
-        # A read-modify-write saw every version it read; a blind write in a
+        # A write with a context supersedes what the context saw; a
+        # read-modify-write saw every version it read; a blind write in a
         # causal keyspace saw nothing, and so becomes a sibling. In lww and
         # strong mode every write here supersedes what this replica holds.
-        if spec.mode is ConflictMode.CAUSAL and not mutation.blind:
-            saw: dict[str, int] | None = record_vv(versions)
-        else:
-            saw = None
+        saw: dict[str, int] | None = context
+        if saw is None and spec.mode is ConflictMode.CAUSAL and not mutation.blind:
+            saw = record_vv(versions)
         write = WriteSpec(
             value=outcome.value,
             hlc=self._next_hlc(now_ms),
@@ -381,6 +398,28 @@ class Node(Coordination):
         self.engine.sync()
         return self.config.node_id if epoch == 0 else f"{self.config.node_id}~{epoch}"
 
+    def _create_keyspace(self, spec: KeyspaceSpec) -> object:
+        try:
+            spec.validate()
+        except ConfigError as exc:
+            return OpError(ErrorKind.INVALID, str(exc))
+        existing = self.keyspaces.get(spec.name)
+        if existing is not None:
+            if existing == spec:
+                return False  # already there, as asked
+            return OpError(
+                ErrorKind.INVALID,
+                f"keyspace {spec.name!r} exists as {_describe(existing)}; a keyspace's mode, "
+                "n and level are fixed at creation: create one with another name",
+            )
+        if len(self.keyspaces) >= self.config.keyspaces_max:
+            return OpError(
+                ErrorKind.INVALID, f"{len(self.keyspaces)} keyspaces exist, the most allowed"
+            )
+        self._meta.put(_KEYSPACE_PREFIX + spec.name.encode(), _pack_keyspace(spec), 0)
+        self.keyspaces[spec.name] = spec
+        return True
+
     def close(self) -> None:
         """Record a clean stop (the next start keeps this incarnation)."""
         self._meta.put(_CLEAN_KEY, b"1", 0)
@@ -433,6 +472,34 @@ class Node(Coordination):
             ErrorKind.TOO_LARGE,
             f"value is {len(value)} bytes, over max-value-bytes ({self.config.max_value_bytes})",
         )
+
+
+def _pack_keyspace(spec: KeyspaceSpec) -> bytes:
+    packed: bytes = msgpack.packb([spec.mode.value, spec.n_replicas, spec.level.value])
+    return packed
+
+
+def _load_keyspaces(meta: Table) -> dict[str, KeyspaceSpec]:
+    """Keyspaces defined on this node (kept in the meta table)."""
+    found: dict[str, KeyspaceSpec] = {}
+    keys, _ = meta.scan(0, meta.count() + 1)
+    for key in keys:
+        if not key.startswith(_KEYSPACE_PREFIX):
+            continue
+        raw = meta.get(key)
+        try:
+            mode, n, level = msgpack.unpackb(raw or b"")
+            name = key[len(_KEYSPACE_PREFIX) :].decode()
+            found[name] = KeyspaceSpec(
+                name=name, mode=ConflictMode(mode), n_replicas=int(n), level=Level(level)
+            )
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise StorageError(f"damaged keyspace definition {key!r}: {exc}") from exc
+    return found
+
+
+def _describe(spec: KeyspaceSpec) -> str:
+    return f"mode {spec.mode.value}, n {spec.n_replicas}, level {spec.level.value}"
 
 
 def _load_hlc(meta: Table) -> HlcTimestamp:

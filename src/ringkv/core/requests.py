@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
 from ringkv.core import ops
-from ringkv.core.config import Level
+from ringkv.core.config import KeyspaceSpec, Level
 from ringkv.core.record import Version, record_vv
 
 __all__ = [
     "Count",
+    "CreateKeyspace",
+    "ListKeyspaces",
     "Flush",
     "Mutate",
     "PutMany",
@@ -89,7 +91,22 @@ class Flush:
     keyspace: str | None
 
 
-Request: TypeAlias = Read | Mutate | PutMany | Scan | Count | RandomKey | Flush
+@dataclass(frozen=True, slots=True)
+class CreateKeyspace:
+    """Define a keyspace; its mode and N are fixed for good. Creating it again
+    with the same definition is a no-op; with another, an error."""
+
+    spec: KeyspaceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ListKeyspaces:
+    pass
+
+
+Request: TypeAlias = (
+    Read | Mutate | PutMany | Scan | Count | RandomKey | Flush | CreateKeyspace | ListKeyspaces
+)
 
 
 class ReadResult:

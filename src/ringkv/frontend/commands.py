@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ringkv.core import ops
-from ringkv.core.config import DEFAULT_KEYSPACE
+from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, Level
 from ringkv.core.errors import ErrorKind, OpError, invalid
 from ringkv.core.node import (
     Count,
     Flush,
+    ListKeyspaces,
     Mutate,
     PutMany,
     RandomKey,
@@ -31,6 +32,7 @@ from ringkv.core.node import (
     Scan,
     ScanResult,
 )
+from ringkv.frontend.context import decode_context, encode_context, version_tag
 from ringkv.frontend.glob import glob_matcher
 from ringkv.frontend.resp import OK, Double, RespMap, SimpleString, Verbatim
 
@@ -56,6 +58,16 @@ class Session:
     last_command: str = "NULL"
     last_active_ms: int = 0
     db: int = 0
+    # RINGKV.CONSISTENCY: None = the keyspace's level; r/w > 0 = explicit counts.
+    level: Level | None = None
+    r: int = 0
+    w: int = 0
+
+    def read(self, key: bytes) -> Read:
+        return Read(self.keyspace, key, self.level, self.r)
+
+    def write(self, key: bytes, mutation: ops.Mutation) -> Mutate:
+        return Mutate(self.keyspace, key, mutation, self.level, self.w)
 
 
 class ServerView(Protocol):
@@ -573,7 +585,7 @@ def _flushall(s: Session, args: list[bytes], server: ServerView) -> object:
 
 @command("get", 2, "readonly", "fast")
 def _get(s: Session, args: list[bytes], server: ServerView) -> object:
-    return Call([Read(s.keyspace, args[1])], _get_finish)
+    return Call([s.read(args[1])], _get_finish)
 
 
 def _parse_expiry(
@@ -636,7 +648,7 @@ def _set(s: Session, args: list[bytes], server: ServerView) -> object:
         expiry = parsed
     put = ops.Put(args[2], expiry, keep_ttl, condition, return_old)
     finish = _first if return_old else _set_finish
-    return Call([Mutate(s.keyspace, args[1], put)], finish)
+    return Call([s.write(args[1], put)], finish)
 
 
 def _set_finish(results: list[object]) -> object:
@@ -649,7 +661,7 @@ def _set_finish(results: list[object]) -> object:
 @command("setnx", 3, "write", "fast")
 def _setnx(s: Session, args: list[bytes], server: ServerView) -> object:
     put = ops.Put(args[2], condition=ops.Condition.NX)
-    return _call1(Mutate(s.keyspace, args[1], put), _bool_int)
+    return _call1(s.write(args[1], put), _bool_int)
 
 
 def _setex(s: Session, args: list[bytes], server: ServerView, option: bytes, name: str) -> object:
@@ -657,7 +669,7 @@ def _setex(s: Session, args: list[bytes], server: ServerView, option: bytes, nam
     if isinstance(expiry, OpError):
         return expiry
     put = ops.Put(args[3], expiry)
-    return _call1(Mutate(s.keyspace, args[1], put), _set_finish)
+    return _call1(s.write(args[1], put), _set_finish)
 
 
 @command("setex", 4, "write")
@@ -672,12 +684,12 @@ def _psetex(s: Session, args: list[bytes], server: ServerView) -> object:
 
 @command("getset", 3, "write", "fast")
 def _getset(s: Session, args: list[bytes], server: ServerView) -> object:
-    return _call1(Mutate(s.keyspace, args[1], ops.Put(args[2], return_old=True)))
+    return _call1(s.write(args[1], ops.Put(args[2], return_old=True)))
 
 
 @command("getdel", 2, "write", "fast")
 def _getdel(s: Session, args: list[bytes], server: ServerView) -> object:
-    return _call1(Mutate(s.keyspace, args[1], ops.Remove(return_old=True)))
+    return _call1(s.write(args[1], ops.Remove(return_old=True)))
 
 
 @command("getex", -2, "write", "fast")
@@ -706,9 +718,9 @@ def _getex(s: Session, args: list[bytes], server: ServerView) -> object:
         parsed = _parse_expiry(expiry_option, expiry_raw, server.now_ms(), "getex")
         if isinstance(parsed, OpError):
             # Redis looks the key up first: a missing key answers nil.
-            return Call([Read(s.keyspace, args[1])], lambda results: _nil_or(results, parsed))
+            return Call([s.read(args[1])], lambda results: _nil_or(results, parsed))
         expiry = parsed
-    return _call1(Mutate(s.keyspace, args[1], ops.GetEx(expiry, persist)))
+    return _call1(s.write(args[1], ops.GetEx(expiry, persist)))
 
 
 def _nil_or(results: list[object], error: OpError) -> object:
@@ -720,7 +732,7 @@ def _nil_or(results: list[object], error: OpError) -> object:
 
 @command("mget", -2, "readonly", "fast", keys=(1, -1, 1))
 def _mget(s: Session, args: list[bytes], server: ServerView) -> object:
-    return Call([Read(s.keyspace, key) for key in args[1:]], _mget_finish)
+    return Call([s.read(key) for key in args[1:]], _mget_finish)
 
 
 def _mget_finish(results: list[object]) -> object:
@@ -754,7 +766,7 @@ def _sum_truthy(results: list[object]) -> object:
 
 @command("del", -2, "write", keys=(1, -1, 1))
 def _del(s: Session, args: list[bytes], server: ServerView) -> object:
-    return Call([Mutate(s.keyspace, key, ops.Remove()) for key in args[1:]], _sum_truthy)
+    return Call([s.write(key, ops.Remove()) for key in args[1:]], _sum_truthy)
 
 
 @command("unlink", -2, "write", "fast", keys=(1, -1, 1))
@@ -768,7 +780,7 @@ def _exists_finish(results: list[object]) -> object:
 
 @command("exists", -2, "readonly", "fast", keys=(1, -1, 1))
 def _exists(s: Session, args: list[bytes], server: ServerView) -> object:
-    return Call([Read(s.keyspace, key) for key in args[1:]], _exists_finish)
+    return Call([s.read(key) for key in args[1:]], _exists_finish)
 
 
 @command("type", 2, "readonly", "fast", group="generic")
@@ -780,7 +792,7 @@ def _type(s: Session, args: list[bytes], server: ServerView) -> object:
         present = isinstance(result, ReadResult) and result.versions
         return SimpleString("string" if present else "none")
 
-    return Call([Read(s.keyspace, args[1])], finish)
+    return Call([s.read(args[1])], finish)
 
 
 def _expire(
@@ -812,7 +824,7 @@ def _expire(
         expiry = ops.Expiry(ttl_ms=ms)
     else:
         expiry = ops.Expiry(at_ms=ms)
-    return _call1(Mutate(s.keyspace, args[1], ops.Expire(expiry, conditions)), _bool_int)
+    return _call1(s.write(args[1], ops.Expire(expiry, conditions)), _bool_int)
 
 
 @command("expire", -3, "write", "fast", group="generic")
@@ -837,7 +849,7 @@ def _pexpireat(s: Session, args: list[bytes], server: ServerView) -> object:
 
 @command("persist", 2, "write", "fast", group="generic")
 def _persist(s: Session, args: list[bytes], server: ServerView) -> object:
-    return _call1(Mutate(s.keyspace, args[1], ops.Expire(None)), _bool_int)
+    return _call1(s.write(args[1], ops.Expire(None)), _bool_int)
 
 
 def _ttl(s: Session, args: list[bytes], server: ServerView, unit_ms: int, absolute: bool) -> object:
@@ -858,7 +870,7 @@ def _ttl(s: Session, args: list[bytes], server: ServerView, unit_ms: int, absolu
         remaining = max(0, newest.expires_at_ms - now)
         return (remaining + 500) // 1000 if unit_ms == 1000 else remaining
 
-    return Call([Read(s.keyspace, args[1])], finish)
+    return Call([s.read(args[1])], finish)
 
 
 @command("ttl", 2, "readonly", "fast", group="generic")
@@ -882,7 +894,7 @@ def _pexpiretime(s: Session, args: list[bytes], server: ServerView) -> object:
 
 
 def _incr(s: Session, key: bytes, delta: int) -> Call:
-    return _call1(Mutate(s.keyspace, key, ops.IncrBy(delta)))
+    return _call1(s.write(key, ops.IncrBy(delta)))
 
 
 @command("incr", 2, "write", "fast")
@@ -915,12 +927,12 @@ def _decrby(s: Session, args: list[bytes], server: ServerView) -> object:
 def _incrbyfloat(s: Session, args: list[bytes], server: ServerView) -> object:
     # The raw argument: the core reads it exactly as Redis's string2ld does
     # (long double precision; "inf" is a float whose sum is refused).
-    return _call1(Mutate(s.keyspace, args[1], ops.IncrByFloat(args[2])))
+    return _call1(s.write(args[1], ops.IncrByFloat(args[2])))
 
 
 @command("append", 3, "write")
 def _append(s: Session, args: list[bytes], server: ServerView) -> object:
-    return _call1(Mutate(s.keyspace, args[1], ops.Append(args[2])))
+    return _call1(s.write(args[1], ops.Append(args[2])))
 
 
 @command("strlen", 2, "readonly", "fast")
@@ -931,7 +943,7 @@ def _strlen(s: Session, args: list[bytes], server: ServerView) -> object:
             value if isinstance(value, OpError) else len(value) if isinstance(value, bytes) else 0
         )
 
-    return Call([Read(s.keyspace, args[1])], finish)
+    return Call([s.read(args[1])], finish)
 
 
 @command("getrange", 4, "readonly")
@@ -946,7 +958,7 @@ def _getrange(s: Session, args: list[bytes], server: ServerView) -> object:
             return value
         return _range(value if isinstance(value, bytes) else b"", start, end)
 
-    return Call([Read(s.keyspace, args[1])], finish)
+    return Call([s.read(args[1])], finish)
 
 
 def _range(value: bytes, start: int, end: int) -> bytes:
@@ -971,7 +983,7 @@ def _setrange(s: Session, args: list[bytes], server: ServerView) -> object:
         return NOT_INTEGER
     if offset < 0:
         return invalid("offset is out of range")
-    return _call1(Mutate(s.keyspace, args[1], ops.SetRange(offset, args[3])))
+    return _call1(s.write(args[1], ops.SetRange(offset, args[3])))
 
 
 # -- iteration --------------------------------------------------------------------
@@ -1051,3 +1063,125 @@ def command_names() -> Iterable[str]:
 
 
 _ = Double  # exported for front ends that answer doubles
+
+
+# -- ringkv extensions (DESIGN.md: RESP extensions) --------------------------------
+
+
+def _no_keyspace(name: str) -> OpError:
+    return OpError(
+        ErrorKind.NOT_FOUND,
+        f"no keyspace '{name}'; create it with `ringkv keyspace create {name} --mode causal` "
+        f"or PUT /v1/keyspaces/{name}",
+    )
+
+
+@command("ringkv.keyspace", -1, "fast", keys=(0, 0, 0), group="ringkv")
+def _ringkv_keyspace(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.KEYSPACE [name]: use a keyspace on this connection (or show it)."""
+    if len(args) == 1:
+        return s.keyspace
+    if len(args) != 2:
+        return _wrong_args("ringkv.keyspace")
+    name = args[1].decode("utf-8", "replace")
+
+    def finish(results: list[object]) -> object:
+        specs = results[0]
+        if isinstance(specs, OpError):
+            return specs
+        assert isinstance(specs, list)
+        for spec in specs:
+            assert isinstance(spec, KeyspaceSpec)
+            if spec.name == name:
+                s.keyspace = name
+                return OK
+        return _no_keyspace(name)
+
+    return Call([ListKeyspaces()], finish)
+
+
+@command("ringkv.consistency", -1, "fast", keys=(0, 0, 0), group="ringkv")
+def _ringkv_consistency(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.CONSISTENCY [level [R n] [W n]]: the level of this connection's requests."""
+    if len(args) == 1:
+        shown = s.level.value if s.level is not None else "default"
+        return [shown, s.r, s.w]
+    try:
+        level = Level(args[1].decode("utf-8", "replace").lower())
+    except ValueError:
+        names = ", ".join(level.value for level in Level)
+        return invalid(f"unknown consistency level; use one of {names}")
+    if level is Level.LINEARIZABLE:
+        return OpError(
+            ErrorKind.WRONG_LEVEL,
+            "linearizable needs a strong keyspace, which this version does not have yet; "
+            "use one, quorum or all",
+            code="WRONGLEVEL",
+        )
+    r = w = 0
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        count = _int_arg(args[i + 1]) if i + 1 < len(args) else None
+        if option not in (b"r", b"w") or count is None or not 1 <= count <= 15:
+            return SYNTAX_ERROR
+        if option == b"r":
+            r = count
+        else:
+            w = count
+        i += 2
+    s.level, s.r, s.w = level, r, w
+    return OK
+
+
+def _read_versions(results: list[object]) -> ReadResult | OpError:
+    result = results[0]
+    if isinstance(result, OpError):
+        return result
+    assert isinstance(result, ReadResult)
+    return result
+
+
+@command("ringkv.getv", 2, "readonly", group="ringkv")
+def _ringkv_getv(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.GETV key -> [value, version, context] (the newest sibling)."""
+
+    def finish(results: list[object]) -> object:
+        read = _read_versions(results)
+        if isinstance(read, OpError):
+            return read
+        newest = read.newest
+        context = encode_context(read.context).encode()
+        if newest is None:
+            return [None, None, context]
+        return [newest.value, version_tag(newest).encode(), context]
+
+    return Call([s.read(args[1])], finish)
+
+
+@command("ringkv.siblings", 2, "readonly", group="ringkv")
+def _ringkv_siblings(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.SIBLINGS key -> [context, [value ...]] (every live sibling)."""
+
+    def finish(results: list[object]) -> object:
+        read = _read_versions(results)
+        if isinstance(read, OpError):
+            return read
+        return [encode_context(read.context).encode(), [v.value for v in read.versions]]
+
+    return Call([s.read(args[1])], finish)
+
+
+@command("ringkv.put", -3, "write", group="ringkv")
+def _ringkv_put(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.PUT key value [CONTEXT ctx]: a write that supersedes what ctx saw."""
+    context: dict[str, int] | None = None
+    if len(args) == 5 and args[3].lower() == b"context":
+        try:
+            context = decode_context(args[4])
+        except ValueError as exc:
+            return invalid(f"{exc}: pass the context RINGKV.GETV or RINGKV.SIBLINGS returned")
+    elif len(args) != 3:
+        return SYNTAX_ERROR
+    request = Mutate(s.keyspace, args[1], ops.Put(args[2]), s.level, s.w, context)
+    return _call1(request, _set_finish)

@@ -37,18 +37,27 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-import msgpack
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ringkv import __version__
 from ringkv.core import ops
-from ringkv.core.clocks import vv_to_flat
-from ringkv.core.config import DEFAULT_KEYSPACE
+from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, Level
 from ringkv.core.errors import OpError
-from ringkv.core.node import Count, Mutate, Read, ReadResult, Request, Scan, ScanResult
-from ringkv.core.record import Version
+from ringkv.core.node import (
+    Count,
+    CreateKeyspace,
+    ListKeyspaces,
+    Mutate,
+    Read,
+    ReadResult,
+    Request,
+    Scan,
+    ScanResult,
+)
+from ringkv.core.record import ConflictMode, Version
 from ringkv.core.ring import TOKEN_MAX, key_token
+from ringkv.frontend.context import decode_context, encode_context, version_tag
 
 if TYPE_CHECKING:
     from ringkv.runtime.server import Server
@@ -126,6 +135,36 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return int(raw)
 
 
+def _context_header(request: web.Request) -> dict[str, int] | None:
+    text = request.headers.get("X-Ringkv-Context")
+    if text is None:
+        return None
+    try:
+        return decode_context(text)
+    except ValueError as exc:
+        raise _invalid(f"X-Ringkv-Context: {exc}; send back the one a GET returned") from None
+
+
+async def _read_json(request: web.Request) -> dict[str, object]:
+    raw = await _read_body(request, 64 * 1024)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise _invalid("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _invalid("the body must be a JSON object")
+    return body
+
+
+def _keyspace_json(spec: KeyspaceSpec) -> dict[str, object]:
+    return {
+        "name": spec.name,
+        "mode": spec.mode.value,
+        "n": spec.n_replicas,
+        "level": spec.level.value,
+    }
+
+
 def _keyspace(request: web.Request) -> str:
     return request.query.get("keyspace", DEFAULT_KEYSPACE)
 
@@ -167,13 +206,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 def _etag(version: Version) -> str:
-    hlc, dot = version.hlc, version.dot
-    return f'"{hlc.wall_ms}.{hlc.logical}.{dot.node}.{dot.counter}"'
-
-
-def encode_context(context: dict[str, int]) -> str:
-    packed: bytes = msgpack.packb(vv_to_flat(context), use_bin_type=True)
-    return base64.urlsafe_b64encode(packed).decode("ascii")
+    return f'"{version_tag(version)}"'
 
 
 def _text_or_b64(value: bytes) -> dict[str, str]:
@@ -258,12 +291,42 @@ class _Api:
         ttl_ms = _int_param(request, "ttl_ms", 0, 1, ttl_high)  # 0: absent, no expiry
         if "If-Match" in request.headers or "If-None-Match" in request.headers:
             raise _invalid("conditional writes (If-Match, If-None-Match) are not supported yet")
+        context = _context_header(request)
         value = await _read_body(request, self.settings.max_value_bytes)
         expiry = ops.Expiry(ttl_ms=ttl_ms) if ttl_ms else None
-        result = await self.call(Mutate(_keyspace(request), key, ops.Put(value, expiry=expiry)))
+        put = ops.Put(value, expiry=expiry)
+        result = await self.call(Mutate(_keyspace(request), key, put, context=context))
         if isinstance(result, OpError):
             return _op_error_response(result)
         return web.Response(status=204)
+
+    async def list_keyspaces(self, request: web.Request) -> web.Response:
+        result = await self.call(ListKeyspaces())
+        if isinstance(result, OpError):
+            return _op_error_response(result)
+        assert isinstance(result, list)
+        return web.json_response({"keyspaces": [_keyspace_json(spec) for spec in result]})
+
+    async def put_keyspace(self, request: web.Request) -> web.Response:
+        """Create a keyspace: 201 when created, 200 when it exists as asked."""
+        name = request.match_info["name"]
+        body = await _read_json(request)
+        try:
+            spec = KeyspaceSpec(
+                name=name,
+                mode=ConflictMode(body.get("mode", "lww")),
+                n_replicas=int(str(body.get("n", 3))),
+                level=Level(body.get("level", "quorum")),
+            )
+        except (ValueError, TypeError) as exc:
+            raise _invalid(
+                f"bad keyspace definition ({exc}): mode lww|causal, n an integer, "
+                "level one|quorum|all|local_quorum"
+            ) from None
+        result = await self.call(CreateKeyspace(spec))
+        if isinstance(result, OpError):
+            return _op_error_response(result)
+        return web.json_response(_keyspace_json(spec), status=201 if result else 200)
 
     async def delete_key(self, request: web.Request) -> web.Response:
         key = _key(request, self.settings.max_key_bytes)
@@ -467,6 +530,8 @@ def create_app(server: Server) -> web.Application:
     routes.add_get("/v1/kv", api.get_collection, allow_head=False)
     routes.add_put("/v1/kv", api.put_key, expect_handler=expect)
     routes.add_delete("/v1/kv", api.delete_key)
+    routes.add_get("/v1/keyspaces", api.list_keyspaces, allow_head=False)
+    routes.add_put("/v1/keyspaces/{name}", api.put_keyspace)
     routes.add_get("/v1/info", api.info, allow_head=False)
     routes.add_get("/health", api.health, allow_head=False)
     routes.add_get("/metrics", api.metrics, allow_head=False)
@@ -609,6 +674,30 @@ _SCHEMAS: JsonObject = {
             "resp_port": _INTEGER,
         },
     },
+    "KeyspaceDefinition": {
+        "type": "object",
+        "properties": {
+            "mode": {"enum": ["lww", "causal"], "default": "lww"},
+            "n": {"type": "integer", "minimum": 1, "maximum": 15, "default": 3},
+            "level": {"enum": ["one", "quorum", "all", "local_quorum"], "default": "quorum"},
+        },
+    },
+    "Keyspace": {
+        "type": "object",
+        "required": ["name", "mode", "n", "level"],
+        "properties": {
+            "name": _STRING,
+            "mode": {"enum": ["lww", "causal", "strong"]},
+            "n": _INTEGER,
+            "level": _STRING,
+        },
+    },
+    "Keyspaces": {
+        "type": "object",
+        "properties": {
+            "keyspaces": {"type": "array", "items": {"$ref": "#/components/schemas/Keyspace"}}
+        },
+    },
     "Info": {
         "type": "object",
         "properties": {
@@ -713,6 +802,24 @@ def _get(operation_id: str, summary: str, content: JsonObject, *errors: int) -> 
     return {"get": {**operation, "responses": {"200": ok, **_errors(*errors)}}}
 
 
+def _keyspace_operations() -> JsonObject:
+    body = {"application/json": {"schema": _ref("schemas", "KeyspaceDefinition")}}
+    created = _json("Keyspace", "Created")
+    return {
+        "put": {
+            "summary": "Create a keyspace (its mode and n are fixed for good)",
+            "operationId": "putKeyspace",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STRING}],
+            "requestBody": {"required": False, "content": body},
+            "responses": {
+                "201": created,
+                "200": _json("Keyspace", "Already exists with this definition"),
+                **_errors(400, 401, 413, 500, 503, 504),
+            },
+        }
+    }
+
+
 def openapi_document() -> JsonObject:
     """The OpenAPI 3.1 description of every route ``create_app`` registers."""
     health = _get("health", "Liveness and key count", _json("Health", "")["content"], 500, 503)
@@ -725,6 +832,9 @@ def openapi_document() -> JsonObject:
         "paths": {
             "/v1/kv/{key}": _kv_operations(_ref("parameters", "key"), "", "InPath"),
             "/v1/kv": _collection(),
+            "/v1/keyspaces": _get("listKeyspaces", "Every keyspace: name, mode, n, level",
+                                  _json("Keyspaces", "")["content"], 401, 500, 503, 504),
+            "/v1/keyspaces/{name}": _keyspace_operations(),
             "/v1/info": _get("info", "Node, engine, fsync, keys, memory",
                              _json("Info", "")["content"], 401, 500, 503, 504),
             "/health": health,
@@ -752,6 +862,7 @@ _ABOUT = (
     "/health needs `Authorization: Bearer <password>`. PUT answers 204 with no body; "
     "with `Expect: 100-continue` the body is invited only when it will be read, and an "
     "Expect other than 100-continue answers 417. A request refused before its body was "
-    "read closes its connection. Until causal contexts and compare-and-set reach the core, "
-    "PUT ignores X-Ringkv-Context and refuses If-Match / If-None-Match with 400."
+    "read closes its connection. PUT with X-Ringkv-Context (from a GET) supersedes exactly "
+    "the versions that context saw; until compare-and-set reaches the core, If-Match and "
+    "If-None-Match are refused with 400."
 )
