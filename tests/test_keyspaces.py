@@ -139,3 +139,18 @@ def test_keyspaces_survive_a_restart_and_the_cli_manages_them(tmp_path: Path) ->
         assert listed.returncode == 0 and "carts" in listed.stdout and "causal" in listed.stdout
     finally:
         server.terminate()
+
+
+def test_replicas_true_shows_the_stored_versions(server: RunningServer) -> None:
+    r = redis.Redis(port=server.resp_port)
+    r.set("k", "v", px=60_000)
+    status, _, body = http("GET", f"{server.http_url}/v1/kv/k?replicas=true")
+    assert status == 200
+    report = json.loads(body)
+    assert report["key"] == "k" and report["hints"] == []
+    [replica] = report["replicas"]
+    assert replica["node"] == "n1" and replica["home"] and replica["reachable"]
+    [version] = replica["versions"]
+    assert version["value"] == "v" and version["encoding"] == "utf-8"
+    assert version["dvv"]["dot"] == ["n1", 1] and not version["tombstone"]
+    assert version["expires_at_ms"] > version["hlc"][0]

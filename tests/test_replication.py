@@ -272,3 +272,18 @@ def test_a_full_hint_store_refuses_the_copy_rather_than_dropping_it() -> None:
     assert sum(n._hints.count() for n in cluster.nodes.values()) == 0
     # A quorum write still succeeds on the two reachable home replicas.
     assert cluster.call(homes[0], put(b"f", b"w")) is True
+
+
+def test_inspect_reports_every_home_replica_and_marks_the_silent_one() -> None:
+    from ringkv.core.node import Inspect, ReplicaReport
+
+    cluster = make_cluster(5)
+    homes = homes_of(cluster, b"i")
+    cluster.down.add(homes[2])
+    assert cluster.call(homes[0], put(b"i", b"v")) is True
+    report = cluster.call(homes[1], Inspect("ks", b"i"))
+    assert isinstance(report, ReplicaReport)
+    assert report.homes == list(homes)
+    assert [v.value for v in report.replicas[homes[0]] or []] == [b"v"]
+    assert report.replicas[homes[2]] is None  # did not answer before the deadline
+    assert cluster.nodes[homes[1]].stats.read_repairs == 0  # an inspection repairs nothing

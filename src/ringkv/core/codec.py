@@ -35,6 +35,10 @@ TAGS: dict[int, type] = {
     4: m.ReplicaReadReply,
     5: m.CoordinateWrite,
     6: m.CoordinateWriteReply,
+    7: m.Ping,
+    8: m.PingReq,
+    9: m.PingAck,
+    10: m.MemberSync,
 }
 _TAG_OF: dict[type, int] = {cls: tag for tag, cls in TAGS.items()}
 _INT64_MAX = 2**63 - 1

@@ -37,7 +37,7 @@ from ringkv.core.replication import (
     WriteTarget,
     required_acks,
 )
-from ringkv.core.requests import Mutate, Read, ReadResult
+from ringkv.core.requests import Inspect, Mutate, Read, ReadResult, ReplicaReport
 from ringkv.core.ring import Ring, fallback_order, key_token, preference_list
 
 if TYPE_CHECKING:
@@ -138,10 +138,12 @@ class Coordination:
     def _value_too_large(self, value: bytes) -> OpError:
         raise NotImplementedError
 
-    def _route(self, request: Read | Mutate, token: object, now_ms: int) -> object:
+    def _route(self, request: Read | Mutate | Inspect, token: object, now_ms: int) -> object:
         spec = self.keyspaces.get(request.keyspace)
         if spec is None:
             return self._table_or_error(request.keyspace)
+        if isinstance(request, Inspect):
+            return self._start_inspect(spec, request.key, token, now_ms)
         if len(request.key) > self.config.max_key_bytes:
             return self._key_too_large(request.key)
         n = spec.effective_n(self.cluster_size)
@@ -379,6 +381,8 @@ class Coordination:
         needed: int,
         token: object,
         now_ms: int,
+        *,
+        report: bool = False,
     ) -> object:
         busy = self._busy()
         if busy is not None:
@@ -388,6 +392,8 @@ class Coordination:
             keyspace=spec.name,
             key=key,
             needed=needed,
+            report=report,
+            homes=homes,
             deadline_ms=now_ms + self.config.request_timeout_ms,
             expected=len(homes),
         )
@@ -417,7 +423,28 @@ class Coordination:
         self._progress_read(read_id, pending, now_ms)
         return PENDING
 
+    def _start_inspect(self, spec: KeyspaceSpec, key: bytes, token: object, now_ms: int) -> object:
+        homes = preference_list(self.ring, key_token(key), spec.effective_n(self.cluster_size))
+        return self._start_read(spec, key, homes, len(homes), token, now_ms, report=True)
+
+    def _report(self, pending: PendingRead) -> ReplicaReport:
+        replicas: dict[str, list[Version] | None] = {
+            node: pending.replies.get(node) for node in pending.homes
+        }
+        hints: dict[str, list[Version]] = {}
+        for home in pending.homes:
+            raw = self._hints.get(hint_key(home, pending.keyspace, pending.key))
+            if raw is not None:
+                hints[home] = self._decode(raw)
+        return ReplicaReport(pending.key, list(pending.homes), replicas, hints)
+
     def _progress_read(self, read_id: int, pending: PendingRead, now_ms: int) -> None:
+        if pending.report:
+            if pending.settled and not pending.replied:
+                pending.replied = True
+                self._resolve(pending.token, self._report(pending))
+                self._drop_read(read_id, pending)
+            return
         if not pending.replied and len(pending.replies) >= pending.needed:
             pending.replied = True
             merged = self._merge_replies(pending)
@@ -658,7 +685,11 @@ class Coordination:
                     self._resolve(pending.token, timeout)
                 self._drop_write(write_id, pending)
         for read_id, read in list(self._reads.items()):
-            if now_ms >= read.deadline_ms:
+            if now_ms >= read.deadline_ms and read.report:
+                read.replied = True
+                self._resolve(read.token, self._report(read))  # with the silent ones as None
+                self._drop_read(read_id, read)
+            elif now_ms >= read.deadline_ms:
                 if not read.replied:
                     self.stats.timeouts += 1
                     self._resolve(read.token, timeout)

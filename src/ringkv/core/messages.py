@@ -23,7 +23,13 @@ from typing import TypeAlias
 __all__ = [
     "CoordinateWrite",
     "CoordinateWriteReply",
+    "GossipRow",
+    "MemberSync",
+    "MembershipMessage",
     "Message",
+    "Ping",
+    "PingAck",
+    "PingReq",
     "ReplicaRead",
     "ReplicaReadReply",
     "ReplicaWrite",
@@ -115,6 +121,59 @@ class CoordinateWriteReply:
     definite: bool = True
 
 
+# Membership (core/membership.py: SWIM). A gossip row is
+# [state, node_id, incarnation, origin, addr, zone, weight, host]:
+# ``state`` is "alive", "suspect", "dead" or "left"; ``origin`` is the node
+# that raised it (Lifeguard counts independent suspicions by it). Rows are
+# checked field by field by ``membership``, which counts and skips bad ones.
+GossipRow: TypeAlias = list[str | int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    """SWIM probe. ``target`` is the node id the sender means to reach: a
+    node that is not it (a new process on a reused address) does not answer."""
+
+    src: str
+    src_addr: str
+    seq: int
+    target: str
+    gossip: list[GossipRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingReq:
+    """Indirect probe: ping ``target`` for me and relay its ack (SWIM §3.1)."""
+
+    src: str
+    src_addr: str
+    seq: int
+    target: str
+    target_addr: str
+    gossip: list[GossipRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingAck:
+    """Answers the Ping (or relayed PingReq) numbered ``seq`` by its receiver."""
+
+    src: str
+    seq: int
+    gossip: list[GossipRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberSync:
+    """Push-pull state exchange (join through a seed, periodic anti-entropy,
+    graceful leave): ``members`` is the sender's member list, its own row
+    first, at most ``sync_members_max`` rows."""
+
+    src: str
+    src_addr: str
+    want_reply: bool
+    members: list[GossipRow]
+
+
 Message: TypeAlias = (
     ReplicaWrite
     | ReplicaWriteAck
@@ -122,4 +181,9 @@ Message: TypeAlias = (
     | ReplicaReadReply
     | CoordinateWrite
     | CoordinateWriteReply
+    | Ping
+    | PingReq
+    | PingAck
+    | MemberSync
 )
+MembershipMessage: TypeAlias = Ping | PingReq | PingAck | MemberSync

@@ -54,12 +54,14 @@ from ringkv.core.requests import (
     Count,
     CreateKeyspace,
     Flush,
+    Inspect,
     ListKeyspaces,
     Mutate,
     PutMany,
     RandomKey,
     Read,
     ReadResult,
+    ReplicaReport,
     Request,
     Scan,
     ScanResult,
@@ -73,6 +75,7 @@ __all__ = [
     "Count",
     "CreateKeyspace",
     "Flush",
+    "Inspect",
     "ListKeyspaces",
     "Mutate",
     "Node",
@@ -81,6 +84,7 @@ __all__ = [
     "PutMany",
     "Read",
     "ReadResult",
+    "ReplicaReport",
     "RandomKey",
     "Request",
     "Scan",
@@ -147,7 +151,7 @@ class Node(Coordination):
     def submit(self, request: Request, token: object, now_ms: int) -> None:
         """Take a client request; its reply appears in the outbox."""
         try:
-            if self.cluster_size > 1 and isinstance(request, Read | Mutate):
+            if self.cluster_size > 1 and isinstance(request, Read | Mutate | Inspect):
                 result = self._route(request, token, now_ms)
             else:
                 result = self._execute(request, now_ms)
@@ -242,6 +246,14 @@ class Node(Coordination):
                 return self._create_keyspace(spec)
             case ListKeyspaces():
                 return list(self.keyspaces.values())
+            case Inspect(keyspace=ks, key=key):
+                table = self._table_or_error(ks)
+                if isinstance(table, OpError):
+                    return table
+                raw = table.get(key)
+                versions = self._decode(raw) if raw is not None else []
+                me = self.config.node_id
+                return ReplicaReport(key, [me], {me: versions}, {})
             case Flush(keyspace=ks):
                 names = list(self.keyspaces) if ks is None else [ks]
                 for name in names:

@@ -138,6 +138,8 @@ class PendingRead:
     raw: dict[str, bytes] = field(default_factory=dict)  # replica -> its packed record
     expected: int = 0  # replicas that will answer: those asked, plus this node if home
     replied: bool = False
+    report: bool = False  # an operator's inspection: answer with every copy, repair nothing
+    homes: tuple[str, ...] = ()
 
     @property
     def settled(self) -> bool:

@@ -18,11 +18,13 @@ __all__ = [
     "CreateKeyspace",
     "ListKeyspaces",
     "Flush",
+    "Inspect",
     "Mutate",
     "PutMany",
     "RandomKey",
     "Read",
     "ReadResult",
+    "ReplicaReport",
     "Request",
     "Scan",
     "ScanResult",
@@ -104,8 +106,36 @@ class ListKeyspaces:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """An operator's look at every home replica's copy of a key (no repair)."""
+
+    keyspace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReport:
+    """What each home replica stores for a key (None: it did not answer in
+    time), and the hints this node holds for it, by home replica."""
+
+    key: bytes
+    homes: list[str]
+    replicas: dict[str, list[Version] | None]
+    hints: dict[str, list[Version]]
+
+
 Request: TypeAlias = (
-    Read | Mutate | PutMany | Scan | Count | RandomKey | Flush | CreateKeyspace | ListKeyspaces
+    Read
+    | Mutate
+    | PutMany
+    | Scan
+    | Count
+    | RandomKey
+    | Flush
+    | CreateKeyspace
+    | ListKeyspaces
+    | Inspect
 )
 
 

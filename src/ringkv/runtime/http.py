@@ -47,10 +47,12 @@ from ringkv.core.errors import OpError
 from ringkv.core.node import (
     Count,
     CreateKeyspace,
+    Inspect,
     ListKeyspaces,
     Mutate,
     Read,
     ReadResult,
+    ReplicaReport,
     Request,
     Scan,
     ScanResult,
@@ -154,6 +156,36 @@ async def _read_json(request: web.Request) -> dict[str, object]:
     if not isinstance(body, dict):
         raise _invalid("the body must be a JSON object")
     return body
+
+
+def _version_json(version: Version) -> dict[str, object]:
+    return {
+        **_text_or_b64(version.value),
+        "hlc": [version.hlc.wall_ms, version.hlc.logical],
+        "dvv": {"dot": [version.dot.node, version.dot.counter], "context": dict(version.context)},
+        "expires_at_ms": version.expires_at_ms,
+        "tombstone": version.tombstone,
+    }
+
+
+def _report_json(report: ReplicaReport) -> dict[str, object]:
+    """DESIGN.md's operator JSON for GET /v1/kv/{key}?replicas=true."""
+    return {
+        "key": report.key.decode("utf-8", "backslashreplace"),
+        "replicas": [
+            {
+                "node": node,
+                "home": node in report.homes,
+                "reachable": versions is not None,
+                "versions": [_version_json(v) for v in versions or []],
+            }
+            for node, versions in report.replicas.items()
+        ],
+        "hints": [
+            {"for": home, "versions": [_version_json(v) for v in versions]}
+            for home, versions in report.hints.items()
+        ],
+    }
 
 
 def _keyspace_json(spec: KeyspaceSpec) -> dict[str, object]:
@@ -277,6 +309,12 @@ class _Api:
 
     async def get_key(self, request: web.Request) -> web.Response:
         key = _key(request, self.settings.max_key_bytes)
+        if request.query.get("replicas") in ("true", "1"):
+            report = await self.call(Inspect(_keyspace(request), key))
+            if isinstance(report, OpError):
+                return _op_error_response(report)
+            assert isinstance(report, ReplicaReport)
+            return web.json_response(_report_json(report))
         result = await self.call(Read(_keyspace(request), key))
         if isinstance(result, OpError):
             return _op_error_response(result)
@@ -674,6 +712,26 @@ _SCHEMAS: JsonObject = {
             "resp_port": _INTEGER,
         },
     },
+    "Replicas": {
+        "type": "object",
+        "required": ["key", "replicas", "hints"],
+        "properties": {
+            "key": _STRING,
+            "replicas": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "node": _STRING,
+                        "home": {"type": "boolean"},
+                        "reachable": {"type": "boolean"},
+                        "versions": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+            "hints": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "KeyspaceDefinition": {
         "type": "object",
         "properties": {
@@ -742,11 +800,27 @@ def _kv_operations(key: JsonObject, suffix: str, id_suffix: str) -> JsonObject:
     value = {"description": "The value (one live version), raw.", "headers": _VALUE_HEADERS}
     return {
         "get": {
-            "summary": f"Read a key{suffix}",
+            "summary": f"Read a key{suffix}; with replicas=true, every home replica's copy",
             "operationId": f"getKey{id_suffix}",
-            "parameters": params,
+            "parameters": [
+                *params,
+                {
+                    "name": "replicas",
+                    "in": "query",
+                    "description": "true: answer the operator JSON of every home replica's "
+                    "stored versions (value, hlc, dvv, expiry, tombstone) and the hints "
+                    "this node holds for the key, instead of the value",
+                    "schema": {"enum": ["true", "false", "1", "0"]},
+                },
+            ],
             "responses": {
-                "200": {**value, "content": _BYTES},
+                "200": {
+                    **value,
+                    "content": {
+                        **_BYTES,
+                        "application/json": {"schema": _ref("schemas", "Replicas")},
+                    },
+                },
                 "300": _SIBLINGS,
                 **_errors(*_KEY_ERRORS),
             },
