@@ -7,6 +7,7 @@ classes of ``ringkv.exceptions``. The server is ``ringkv serve`` (``ringkv.cli``
 
 __version__ = "0.1.0"
 
+from ringkv.client import AsyncClient, Client, Siblings, Version
 from ringkv.embedded import AsyncStore, Store, open, open_async
 from ringkv.exceptions import (
     IncrementOverflowError,
@@ -26,7 +27,9 @@ from ringkv.exceptions import (
 )
 
 __all__ = [
+    "AsyncClient",
     "AsyncStore",
+    "Client",
     "IncrementOverflowError",
     "InvalidRequestError",
     "KeyTooLargeError",
@@ -36,11 +39,13 @@ __all__ = [
     "OutOfMemoryError",
     "OutcomeUnknownError",
     "RingkvError",
+    "Siblings",
     "Store",
     "StoreClosedError",
     "TooLargeError",
     "UnavailableError",
     "ValueTooLargeError",
+    "Version",
     "WrongLevelError",
     "__version__",
     "open",
