@@ -182,6 +182,14 @@ _KNOBS = {
         _Knob("--log-level", "choice", "info", choices=tuple(LogLevel)),
         _Knob("--log-json", "bool", False),
         _Knob("--ready-file", "str", None),
+        _Knob("--peer-port", "int", 7380, 0, 65535),
+        _Knob("--join", "str", None),
+        _Knob("--advertise-addr", "str", None),
+        _Knob("--zone", "str", ""),
+        _Knob("--weight", "int", 1, 1, 1000),
+        _Knob("--cluster-name", "str", "ringkv"),
+        _Knob("--cluster-secret-file", "str", None),
+        _Knob("--cluster-secret", "str", None),
     )
 }
 
@@ -287,6 +295,14 @@ def resolve_serve_settings(
         max_clients=values["max_clients"],
         idle_timeout_s=values["idle_timeout"],
         ready_file=values["ready_file"],
+        peer_port=values["peer_port"],
+        join=tuple(s.strip() for s in (values["join"] or "").split(",") if s.strip()),
+        advertise_addr=values["advertise_addr"],
+        zone=values["zone"],
+        weight=values["weight"],
+        cluster_name=values["cluster_name"],
+        cluster_secret_file=values["cluster_secret_file"],
+        cluster_secret=values["cluster_secret"],
     )
     settings.validate()
     return settings, LogSettings(values["log_level"], values["log_json"])
@@ -397,6 +413,33 @@ def serve(
         str | None,
         _opt("--ready-file", "Write the bound ports as JSON here once listening.", False),
     ] = None,
+    peer_port: Annotated[
+        int | None, _opt("--peer-port", "Node-to-node port; 0 picks a free one.")
+    ] = None,
+    join: Annotated[
+        str | None, _opt("--join", "Seeds to join: host:port of peers, comma-separated.", False)
+    ] = None,
+    advertise_addr: Annotated[
+        str | None,
+        _opt("--advertise-addr", "host:port peers use to reach this node.", "host:peer-port"),
+    ] = None,
+    zone: Annotated[
+        str | None, _opt("--zone", "This node's zone (replicas spread over zones).")
+    ] = None,
+    weight: Annotated[
+        int | None, _opt("--weight", "Share of the ring (virtual nodes x weight).")
+    ] = None,
+    cluster_name: Annotated[
+        str | None, _opt("--cluster-name", "Peers must name the same cluster.")
+    ] = None,
+    cluster_secret_file: Annotated[
+        str | None,
+        _opt("--cluster-secret-file", "File holding the cluster secret (peers prove it).", False),
+    ] = None,
+    cluster_secret: Annotated[
+        str | None,
+        _opt("--cluster-secret", "The secret itself (for tests; shows in `ps`).", False),
+    ] = None,
     config: Annotated[
         str | None,
         typer.Option(
@@ -410,7 +453,9 @@ def serve(
         settings, log_settings = resolve_serve_settings(given, config)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    configure_logging(log_settings, secrets=(settings.requirepass or "",))
+    configure_logging(
+        log_settings, secrets=(settings.requirepass or "", settings.cluster_secret or "")
+    )
     _run_server(settings)
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ringkv.core.errors import ErrorKind, OpError
+from ringkv.core.messages import Message
 from ringkv.core.node import Node, Request
 from ringkv.storage.base import Engine, FsyncPolicy, StorageError
 
@@ -54,6 +56,9 @@ class NodeHost:
     def __init__(self, node: Node, engine: Engine, *, fsync_interval_ms: int = 100) -> None:
         self.node = node
         self.engine = engine
+        # Sends a message to a peer (the transport's send); None: no peers.
+        self.send: Callable[[str, Message], object] | None = None
+        self.messages_unsent = 0
         self.fsync_interval_ms = fsync_interval_ms
         self.touched: list[Flushable] = []
         self.commits = 0
@@ -73,10 +78,7 @@ class NodeHost:
     def submit(self, request: Request, completion: Completion) -> None:
         """Hand a request to the node; ``completion`` gets the reply after commit."""
         self.node.submit(request, completion, now_ms())
-        if not self._scheduled:
-            self._scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self.end_turn)
+        self._schedule_end_turn()
 
     async def call(self, request: Request) -> object:
         """Submit and wait (HTTP and other awaiting callers)."""
@@ -85,9 +87,31 @@ class NodeHost:
         self.submit(request, FutureCompletion(future))
         return await future
 
+    def on_message(self, message: Message) -> None:
+        """A message from a peer (the transport's callback)."""
+        self.node.step(message, now_ms())
+        self._schedule_end_turn()
+
+    def _schedule_end_turn(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.end_turn)
+
+    def _send_all(self, messages: list[tuple[str, Message]]) -> None:
+        send = self.send
+        for dst, message in messages:
+            if send is None:
+                self.messages_unsent += 1
+            else:
+                send(dst, message)
+
     def end_turn(self) -> None:
-        """Commit what this turn wrote, then release the turn's replies."""
+        """Send what may go now, commit what this turn wrote, then send what
+        needed the commit and release the turn's replies."""
         self._scheduled = False
+        out = self.node.take_outbox()
+        self._send_all(out.messages)
         failure: OpError | None = None
         if self.engine.dirty:
             try:
@@ -102,7 +126,9 @@ class NodeHost:
                     code="TIMEOUT",
                     definite=False,
                 )
-        for completion, result in self.node.take_replies():
+        if failure is None:
+            self._send_all(out.after_commit)  # acks and replies that promise durability
+        for completion, result in out.replies:
             completion.deliver(failure if failure is not None else result)  # type: ignore[attr-defined]
         touched, self.touched = self.touched, []
         for conn in touched:
@@ -119,7 +145,7 @@ class NodeHost:
             return
         try:
             self.node.tick(now_ms())
-            if self.engine.dirty and not self._scheduled:
+            if not self._scheduled:
                 self.end_turn()
         finally:
             self._schedule_tick()

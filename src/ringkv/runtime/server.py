@@ -56,6 +56,15 @@ class ServerSettings:
     request_timeout_s: float = 30.0  # a half-sent request is dropped after this
     lmdb_map_size: int = 16 * 2**30
     ready_file: str | None = None
+    # Cluster (issue 4): the peer transport runs when a cluster secret is set.
+    peer_port: int = 7380
+    join: tuple[str, ...] = ()  # seeds, "host:port" of their peer ports
+    advertise_addr: str | None = None  # "host:port"; default host:peer_port
+    zone: str = ""
+    weight: int = 1
+    cluster_name: str = "ringkv"
+    cluster_secret_file: str | None = None
+    cluster_secret: str | None = None  # for tests; logged with a warning
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
