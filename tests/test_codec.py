@@ -56,6 +56,32 @@ EXAMPLES: list[m.Message] = [
     m.CoordinateWriteReply(
         src="n1", req_id=8, error_kind="timeout", message="slow", definite=False
     ),
+    m.Ping(
+        src="n1",
+        src_addr="10.0.0.1:7380",
+        seq=1,
+        target="n2",
+        gossip=[["alive", "n3", 2, "n3", "10.0.0.3:7380", "eu-1", 1, "h3"]],
+    ),
+    m.Ping(src="n1", src_addr="h:1", seq=2, target="n2", gossip=[]),
+    m.PingReq(
+        src="n1",
+        src_addr="h:1",
+        seq=3,
+        target="n4",
+        target_addr="h:4",
+        gossip=[["suspect", "n4", 0, "n1", "h:4", "", 1, ""]],
+    ),
+    m.PingAck(src="n2", seq=1, gossip=[["dead", "n5", 7, "n2", "h:5", "", 1, ""]]),
+    m.MemberSync(
+        src="n6",
+        src_addr="h:6",
+        want_reply=True,
+        members=[
+            ["alive", "n6", 0, "n6", "h:6", "", 2, ""],
+            ["left", "n7", 3, "n7", "h:7", "", 1, ""],
+        ],
+    ),
 ]
 
 
@@ -77,6 +103,10 @@ def test_tags_are_append_only() -> None:
         4: "ReplicaReadReply",
         5: "CoordinateWrite",
         6: "CoordinateWriteReply",
+        7: "Ping",
+        8: "PingReq",
+        9: "PingAck",
+        10: "MemberSync",
     }
 
 
