@@ -121,6 +121,7 @@ class ServerProcess:
     resp_port: int
     http_port: int
     log_path: Path
+    peer_port: int = 0
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -151,7 +152,9 @@ def spawn_server(
     while time.monotonic() < deadline:
         if ready.exists():
             info = json.loads(ready.read_text())
-            return ServerProcess(proc, info["resp_port"], info["http_port"], log_path)
+            return ServerProcess(
+                proc, info["resp_port"], info["http_port"], log_path, info.get("peer_port", 0)
+            )
         if proc.poll() is not None:
             raise RuntimeError(f"ringkv serve exited early:\n{log_path.read_text()}")
         time.sleep(0.05)

@@ -471,6 +471,9 @@ def _run_server(settings: ServerSettings) -> None:
     except StorageError as exc:
         log.error("cannot start: %s", exc)
         _fail(f"storage error: {exc}")
+    except ValueError as exc:  # a cluster setting the server checks at start
+        log.error("cannot start: %s", exc)
+        _fail(str(exc), EXIT_USAGE)
     except OSError as exc:
         log.error("cannot start: %s", exc)
         _fail(

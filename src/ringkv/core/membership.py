@@ -325,8 +325,13 @@ class Membership:
         rng: random.Random,
         now_ms: int,
         seeds: Sequence[str] = (),
+        incarnation: int = 0,
     ) -> None:
+        """``incarnation`` must exceed any this node used before a restart
+        (the runtime starts it at the wall-clock second), or the members that
+        declared the old incarnation dead would ignore the new one."""
         config.validate()
+        assert incarnation >= 0
         assert self_id and self_addr
         self.config = config
         self.self_id = self_id
@@ -338,7 +343,7 @@ class Membership:
                 self_id,
                 self_addr,
                 MemberState.ALIVE,
-                0,
+                incarnation,
                 config.zone,
                 config.weight,
                 config.host,

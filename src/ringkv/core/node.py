@@ -36,6 +36,7 @@ from ringkv.core.config import DEFAULT_KEYSPACE, ConfigError, KeyspaceSpec, Leve
 from ringkv.core.coordinator import PENDING, Coordination, NodeStats, Outbox
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HINTS_TABLE, HintInFlight
+from ringkv.core.membership import Membership, MemberState
 from ringkv.core.record import (
     ConflictMode,
     RecordError,
@@ -66,7 +67,7 @@ from ringkv.core.requests import (
     Scan,
     ScanResult,
 )
-from ringkv.core.ring import Member, Ring, build_ring
+from ringkv.core.ring import Member, Ring, build_ring, ring_epoch
 from ringkv.storage.base import Engine, FsyncPolicy, StorageError, Table
 
 __all__ = [
@@ -110,6 +111,7 @@ class Node(Coordination):
         rng: random.Random,
         now_ms: int,
         ring: Ring | None = None,
+        membership: Membership | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -145,6 +147,13 @@ class Node(Coordination):
         self._next_id = 0
         self.ring = ring or build_ring([Member(node_id=config.node_id)], epoch=0)
         self.cluster_size = len(self.ring.members)
+        # SWIM membership (core/membership.py): drives routing and, in this
+        # version, the ring: a member that joins is added to it (a join is
+        # committed when its Alive is first heard); one that leaves is removed.
+        # A death changes routing only, never ownership.
+        self.membership = membership
+        if membership is not None:
+            self._follow_membership(now_ms)
 
     # -- inputs -----------------------------------------------------------
 
@@ -153,6 +162,12 @@ class Node(Coordination):
         try:
             if self.cluster_size > 1 and isinstance(request, Read | Mutate | Inspect):
                 result = self._route(request, token, now_ms)
+            elif self.cluster_size > 1 and isinstance(request, PutMany):
+                result = OpError(
+                    ErrorKind.WRONG_LEVEL,
+                    "MSET and MSETNX are not supported in a cluster yet: use one SET per key",
+                    code="WRONGLEVEL",
+                )
             else:
                 result = self._execute(request, now_ms)
         except StorageError as exc:
@@ -179,12 +194,18 @@ class Node(Coordination):
                 self._on_coordinate_write(message, now_ms)
             case msg.CoordinateWriteReply():
                 self._on_coordinate_write_reply(message)
+            case msg.Ping() | msg.PingReq() | msg.PingAck() | msg.MemberSync():
+                if self.membership is not None:
+                    self.membership.step(message, now_ms)
+                    self._follow_membership(now_ms)
             case _:
                 assert_never(message)
 
     def take_outbox(self) -> Outbox:
         """Drain everything to do: send ``messages`` now; flush the engine; then
         send ``after_commit`` and release ``replies``."""
+        if self.membership is not None:
+            self._messages.extend(self.membership.take_messages())
         out = Outbox(self._messages, self._after_commit, self._replies)
         self._messages, self._after_commit, self._replies = [], [], []
         return out
@@ -192,6 +213,9 @@ class Node(Coordination):
     def tick(self, now_ms: int) -> None:
         """Background work bounded per call: time out requests, hand hints
         off, reclaim expired keys."""
+        if self.membership is not None:
+            self.membership.tick(now_ms)
+            self._follow_membership(now_ms)
         if self.cluster_size > 1:
             self._tick_requests(now_ms)
             self._deliver_hints(now_ms)
@@ -386,6 +410,32 @@ class Node(Coordination):
         return None
 
     # -- helpers ----------------------------------------------------------
+
+    def attach_membership(self, membership: Membership, now_ms: int) -> None:
+        """Join a cluster (the runtime attaches membership once the peer port is bound)."""
+        self.membership = membership
+        self._follow_membership(now_ms)
+
+    def _follow_membership(self, now_ms: int) -> None:
+        """Route around dead members, and keep the ring to the joined members."""
+        assert self.membership is not None
+        for node_id, state in self.membership.take_events():
+            if node_id == self.config.node_id:
+                continue
+            if state in (MemberState.DEAD, MemberState.LEFT):
+                self._suspect_until[node_id] = 2**62  # until it is heard from again
+            elif state is MemberState.ALIVE:
+                self._suspect_until.pop(node_id, None)
+        members = [
+            Member(node_id=m.node_id, weight=m.weight, zone=m.zone, host=m.host)
+            for m in self.membership.members()
+            if m.state is not MemberState.LEFT
+        ]
+        if any(m.node_id == self.config.node_id for m in members):
+            ring = build_ring(members, epoch=ring_epoch(members))
+            if ring != self.ring:
+                self.ring = ring
+                self.cluster_size = len(ring.members)
 
     def _start_incarnation(self) -> str:
         """The actor id this node's writes are dotted with, for this run.

@@ -53,6 +53,7 @@ from hashlib import blake2b
 from itertools import chain, pairwise
 
 __all__ = [
+    "ring_epoch",
     "TOKEN_BITS",
     "TOKEN_MAX",
     "TOKENS_PER_WEIGHT_DEFAULT",
@@ -202,6 +203,15 @@ def _dense_ids(labels: list[tuple[bool, str]]) -> tuple[int, ...]:
     """Number labels 0, 1, 2... in order of first appearance (deterministic, no sets)."""
     ids: dict[tuple[bool, str], int] = {}
     return tuple(ids.setdefault(label, len(ids)) for label in labels)
+
+
+def ring_epoch(members: Iterable[Member]) -> int:
+    """A deterministic epoch for a member set: every node that knows the same
+    members (ids, weights, zones, hosts) computes the same ring and the same
+    epoch, and a different set gives a different one (a 48-bit digest)."""
+    rows = sorted((m.node_id, m.weight, m.zone, m.host) for m in members)
+    digest = blake2b(repr(rows).encode(), digest_size=6).digest()
+    return int.from_bytes(digest, "big")
 
 
 def build_ring(

@@ -18,11 +18,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ringkv import __version__
 from ringkv.core.config import NodeConfig
+from ringkv.core.messages import Message
 from ringkv.core.node import Node
 from ringkv.frontend.commands import VERSION_TEXT, Session
 from ringkv.frontend.resp import ParserLimits
@@ -31,6 +34,9 @@ from ringkv.runtime.metrics import Metrics
 from ringkv.runtime.resp_server import RespConnection
 from ringkv.storage.base import Engine, FsyncPolicy
 from ringkv.storage.memory import MemoryEngine
+
+if TYPE_CHECKING:
+    from ringkv.runtime.transport import Transport
 
 __all__ = ["Server", "ServerSettings", "open_engine", "run_server"]
 
@@ -121,6 +127,9 @@ class Server:
         self.resp_connections: dict[int, RespConnection] = {}
         self.resp_port = settings.resp_port
         self.http_port = settings.http_port
+        self.peer_port = 0
+        self.transport: Transport | None = None
+        self._peer_addrs: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._resp_server: asyncio.base_events.Server | None = None
         self._http_runner: object | None = None
@@ -285,6 +294,7 @@ class Server:
         )
         self.resp_port = _bound_port(self._resp_server)
         await self._start_http()
+        await self._start_cluster()
         self._sweeper = asyncio.create_task(self._sweep_connections())
         log.info(
             "ringkv %s node %s: RESP on %s:%d, HTTP on http://%s:%d, engine %s, fsync %s",
@@ -293,6 +303,58 @@ class Server:
         )  # fmt: skip
         if s.ready_file:
             _write_ready_file(s.ready_file, self)
+
+    async def _start_cluster(self) -> None:
+        """The peer transport and SWIM membership, when a cluster secret is set."""
+        from ringkv.core.membership import Membership, MembershipConfig
+        from ringkv.runtime.transport import Transport, load_cluster_secret
+
+        s = self.settings
+        secret = load_cluster_secret(s.cluster_secret_file, os.environ, s.cluster_secret, log)
+        if secret is None:
+            if s.join:
+                raise ValueError(
+                    "--join needs the cluster secret: --cluster-secret-file or RINGKV_CLUSTER_SECRET"
+                )
+            log.info("no cluster secret: a single node, peers refused")
+            return
+        transport = Transport(s.node_id, s.cluster_name, secret, self.host.on_message)
+        self.peer_port = await transport.start(s.host, s.peer_port)
+        self.transport = transport
+        advertise = s.advertise_addr or f"{s.host}:{self.peer_port}"
+        host_name = advertise.rsplit(":", 1)[0]
+        membership = Membership(
+            MembershipConfig(zone=s.zone, weight=s.weight, host=host_name),
+            s.node_id, advertise, random.Random(), now_ms(), seeds=s.join,
+            # Above any incarnation used before a restart, so a restarted
+            # node is not taken for its dead former self.
+            incarnation=now_ms() // 1000,
+        )  # fmt: skip
+        self.host.send = self._send_to_peer
+        self.node.attach_membership(membership, now_ms())
+        self.metrics.counters.update(
+            {f"transport_{name}": _counter(transport, name) for name in transport.counters}
+        )
+        log.info("peers on %s (advertised as %s), cluster %r, seeds %s",
+                 self.peer_port, advertise, s.cluster_name, ",".join(s.join) or "none")  # fmt: skip
+
+    def _send_to_peer(self, dst: str, message: Message) -> None:
+        """Look the destination up (a node id, or "addr:host:port" for a seed) and send."""
+        assert self.transport is not None
+        if dst.startswith("addr:"):
+            addr: str | None = dst[len("addr:") :]
+        else:
+            membership = self.node.membership
+            addr = membership.address_of(dst) if membership is not None else None
+        if addr is None:
+            return  # unknown peer: like a lost message, the protocol retries
+        if self._peer_addrs.get(dst) != addr:
+            host, _, port = addr.rpartition(":")
+            if not port.isdigit():
+                return
+            self.transport.set_peer_address(dst, host, int(port))
+            self._peer_addrs[dst] = addr
+        self.transport.send(dst, message)
 
     async def _start_http(self) -> None:
         from aiohttp import web
@@ -346,9 +408,19 @@ class Server:
 
             assert isinstance(self._http_runner, web.AppRunner)
             await self._http_runner.cleanup()
+        if self.node.membership is not None:
+            self.node.membership.leave(now_ms())
+            self.host.end_turn()  # send the Left rumour
+            await asyncio.sleep(0.05)
+        if self.transport is not None:
+            await self.transport.close()
         self.node.close()
         self.engine.close()
         log.info("ringkv node %s stopped cleanly", self.settings.node_id)
+
+
+def _counter(transport: Transport, name: str) -> Callable[[], float]:
+    return lambda: transport.counters[name]
 
 
 def _bound_port(server: object) -> int:
@@ -366,6 +438,7 @@ def _write_ready_file(path: str, server: Server) -> None:
         "host": server.settings.host,
         "resp_port": server.resp_port,
         "http_port": server.http_port,
+        "peer_port": server.peer_port,
     }
     tmp = Path(path).with_suffix(".tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
