@@ -110,3 +110,60 @@ def test_a_node_with_the_wrong_secret_cannot_join(
         stranger.terminate()
     log = "".join(n.log_path.read_text() for n in three)
     assert "not-the-cluster-secret" not in log and "s3cret-for" not in log
+
+
+def test_cluster_json_lists_every_member_and_the_ring(three: list[ServerProcess]) -> None:
+    url = f"http://127.0.0.1:{three[1].http_port}/v1/cluster"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        body = json.loads(reply.read())
+    assert sorted(m["id"] for m in body["members"]) == ["n1", "n2", "n3"]
+    assert all(m["state"] == "alive" for m in body["members"])
+    assert abs(sum(m["ring_share"] for m in body["members"]) - 1.0) < 1e-3
+    assert body["node"] == "n2" and body["ring_epoch"] > 0
+    mine = next(m for m in body["members"] if m["id"] == "n2")
+    assert mine["keys"] == 0 and mine["hints_pending"] == 0
+
+
+def test_cluster_up_status_down(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a base port whose neighbourhood is likely free
+        probe.bind(("127.0.0.1", 0))
+        base = 20000 + probe.getsockname()[1] % 20000
+    directory = tmp_path / "cluster"
+    cli = [sys.executable, "-m", "ringkv", "cluster"]
+    up = subprocess.run(
+        [*cli, "up", "-n", "3", "--dir", str(directory), "--base-port", str(base), "--detach",
+         "--engine", "memory"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    data = json.loads((directory / "cluster.json").read_text())
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert data["version"] == 1 and [n["id"] for n in data["nodes"]] == ["n1", "n2", "n3"]
+        first = data["nodes"][0]
+        assert first["resp_port"] == base + 1 and first["peer_port"] == base + 1001
+        secret = (directory / "secret").read_text()
+        assert secret not in json.dumps(data)
+        assert redis.Redis(port=first["resp_port"]).set("k", "v")
+        assert redis.Redis(port=data["nodes"][2]["resp_port"]).get("k") == b"v"
+        status = subprocess.run([*cli, "status", "--dir", str(directory)],
+                                capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        assert status.returncode == 0 and status.stdout.count("3 alive of 3") == 3
+    finally:
+        down = subprocess.run([*cli, "down", "--dir", str(directory)],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert down.returncode == 0
+    poll(lambda: all(_gone(node["pid"]) for node in data["nodes"]), 15, "every node stopped")
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

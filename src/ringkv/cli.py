@@ -865,3 +865,12 @@ def keyspace_list(
     for spec in body["keyspaces"]:
         table.add_row(spec["name"], spec["mode"], str(spec["n"]), spec["level"])
     Console().print(table)
+
+
+def _register_cluster_commands() -> None:
+    from ringkv.cluster_cli import cluster_app
+
+    app.add_typer(cluster_app, name="cluster")
+
+
+_register_cluster_commands()

@@ -241,6 +241,10 @@ class Node(Coordination):
         """Keys stored for ``keyspace`` (including expired ones not yet reclaimed)."""
         return self._table(keyspace).count() if keyspace in self.keyspaces else 0
 
+    def hints_pending(self) -> int:
+        """Hints this node holds for other nodes, not yet delivered."""
+        return self._hints.count()
+
     def count_expiring(self, keyspace: str) -> int:
         """Keys of ``keyspace`` that carry an expiry."""
         return self._table(keyspace).count_expiring() if keyspace in self.keyspaces else 0

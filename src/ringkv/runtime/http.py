@@ -58,7 +58,7 @@ from ringkv.core.node import (
     ScanResult,
 )
 from ringkv.core.record import ConflictMode, Version
-from ringkv.core.ring import TOKEN_MAX, key_token
+from ringkv.core.ring import TOKEN_MAX, key_token, ownership
 from ringkv.frontend.context import decode_context, encode_context, version_tag
 
 if TYPE_CHECKING:
@@ -338,6 +338,36 @@ class _Api:
             return _op_error_response(result)
         return web.Response(status=204)
 
+    async def cluster(self, request: web.Request) -> web.Response:
+        """DESIGN.md's operator JSON: ring epoch, members as this node sees them."""
+        node = self.server.node
+        shares = ownership(node.ring)
+        me = node.config.node_id
+        rows: list[dict[str, object]]
+        if node.membership is not None:
+            members = node.membership.members()
+            rows = [
+                {"id": m.node_id, "addr": m.addr, "state": m.state.value,
+                 "incarnation": m.incarnation, "zone": m.zone, "weight": m.weight}
+                for m in members
+            ]  # fmt: skip
+        else:
+            rows = [
+                {"id": me, "addr": "", "state": "alive", "incarnation": 0, "zone": "", "weight": 1}
+            ]
+        for row in rows:
+            local = row["id"] == me
+            row["keys"] = sum(node.count_keys(ks) for ks in node.keyspaces) if local else None
+            row["hints_pending"] = node.hints_pending() if local else None
+            row["ring_share"] = round(shares.get(str(row["id"]), 0.0), 6)
+        return web.json_response({
+            "ring_epoch": node.ring.epoch,
+            "node": me,
+            "members": rows,
+            "transfers": [],
+            "keyspaces": [_keyspace_json(spec) for spec in node.keyspaces.values()],
+        })  # fmt: skip
+
     async def list_keyspaces(self, request: web.Request) -> web.Response:
         result = await self.call(ListKeyspaces())
         if isinstance(result, OpError):
@@ -568,6 +598,7 @@ def create_app(server: Server) -> web.Application:
     routes.add_get("/v1/kv", api.get_collection, allow_head=False)
     routes.add_put("/v1/kv", api.put_key, expect_handler=expect)
     routes.add_delete("/v1/kv", api.delete_key)
+    routes.add_get("/v1/cluster", api.cluster, allow_head=False)
     routes.add_get("/v1/keyspaces", api.list_keyspaces, allow_head=False)
     routes.add_put("/v1/keyspaces/{name}", api.put_keyspace)
     routes.add_get("/v1/info", api.info, allow_head=False)
@@ -906,6 +937,9 @@ def openapi_document() -> JsonObject:
         "paths": {
             "/v1/kv/{key}": _kv_operations(_ref("parameters", "key"), "", "InPath"),
             "/v1/kv": _collection(),
+            "/v1/cluster": _get("cluster", "Ring epoch and members as this node sees them "
+                                "(keys and hints_pending are known for this node only)",
+                                {"application/json": {"schema": {"type": "object"}}}, 401, 500),
             "/v1/keyspaces": _get("listKeyspaces", "Every keyspace: name, mode, n, level",
                                   _json("Keyspaces", "")["content"], 401, 500, 503, 504),
             "/v1/keyspaces/{name}": _keyspace_operations(),
