@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: one node on 127.0.0.1, RESP on 6380, HTTP (API and dashboard) on 8380.
+# The main job: a local 3-node cluster on 127.0.0.1 (node i: RESP 6379+i,
+# peers 7379+i, HTTP 8379+i; data, logs and cluster.json in ./.ringkv/cluster).
+# Ctrl-C stops every node.
 run: $(STAMP)
-	$(BIN)/ringkv serve --host 127.0.0.1 --resp-port 6380 --http-port 8380 --data-dir ./.ringkv/n1
+	$(BIN)/ringkv cluster up -n 3 --dir ./.ringkv/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

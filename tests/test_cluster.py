@@ -167,3 +167,29 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def test_a_causal_keyspace_reaches_every_node_and_keeps_concurrent_writes(
+    three: list[ServerProcess],
+) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{three[0].http_port}/v1/keyspaces/carts",
+        data=json.dumps({"mode": "causal", "n": 3}).encode(),
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 201
+    clients = [redis.Redis(port=n.resp_port, socket_timeout=10) for n in three]
+
+    def defined_everywhere() -> bool:
+        for client in clients:
+            client.execute_command("RINGKV.KEYSPACE", "carts")
+        return True
+
+    poll(defined_everywhere, 15, "the keyspace on every node")
+    clients[0].set("cart", "apple")  # neither write saw the other
+    clients[1].set("cart", "pear")
+    context, values = clients[2].execute_command("RINGKV.SIBLINGS", "cart")
+    assert sorted(values) == [b"apple", b"pear"]
+    assert clients[2].execute_command("RINGKV.PUT", "cart", "both", "CONTEXT", context) == b"OK"
+    assert clients[0].execute_command("RINGKV.SIBLINGS", "cart")[1] == [b"both"]

@@ -13,6 +13,7 @@ from ringkv.core import codec
 from ringkv.core import messages as m
 
 EXAMPLES: list[m.Message] = [
+    m.KeyspaceDefined(src="n1", name="carts", mode="causal", n_replicas=3, level="quorum"),
     m.ReplicaWrite(src="n1", req_id=1, ring_epoch=3, keyspace="ks", key=b"k\x00", record=b"r"),
     m.ReplicaWrite(
         src="n1",
@@ -107,6 +108,7 @@ def test_tags_are_append_only() -> None:
         8: "PingReq",
         9: "PingAck",
         10: "MemberSync",
+        11: "KeyspaceDefined",
     }
 
 

@@ -39,6 +39,7 @@ TAGS: dict[int, type] = {
     8: m.PingReq,
     9: m.PingAck,
     10: m.MemberSync,
+    11: m.KeyspaceDefined,
 }
 _TAG_OF: dict[type, int] = {cls: tag for tag, cls in TAGS.items()}
 _INT64_MAX = 2**63 - 1

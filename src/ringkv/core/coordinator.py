@@ -82,6 +82,7 @@ class NodeStats:
     read_repairs: int = 0
     timeouts: int = 0
     malformed_replies: int = 0
+    keyspace_conflicts: int = 0  # a peer's definition differs from ours (refused)
 
 
 @dataclass(frozen=True, slots=True)

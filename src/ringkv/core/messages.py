@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 __all__ = [
+    "KeyspaceDefined",
     "CoordinateWrite",
     "CoordinateWriteReply",
     "GossipRow",
@@ -174,6 +175,19 @@ class MemberSync:
     members: list[GossipRow]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyspaceDefined:
+    """A keyspace definition, sent to every member when it is created and to a
+    member whenever it (re)joins, so definitions reach every node: idempotent,
+    and a definition that conflicts with a local one is refused and logged."""
+
+    src: str
+    name: str
+    mode: str
+    n_replicas: int
+    level: str
+
+
 Message: TypeAlias = (
     ReplicaWrite
     | ReplicaWriteAck
@@ -185,5 +199,6 @@ Message: TypeAlias = (
     | PingReq
     | PingAck
     | MemberSync
+    | KeyspaceDefined
 )
 MembershipMessage: TypeAlias = Ping | PingReq | PingAck | MemberSync

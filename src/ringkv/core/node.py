@@ -194,6 +194,8 @@ class Node(Coordination):
                 self._on_coordinate_write(message, now_ms)
             case msg.CoordinateWriteReply():
                 self._on_coordinate_write_reply(message)
+            case msg.KeyspaceDefined():
+                self._on_keyspace_defined(message)
             case msg.Ping() | msg.PingReq() | msg.PingAck() | msg.MemberSync():
                 if self.membership is not None:
                     self.membership.step(message, now_ms)
@@ -430,6 +432,9 @@ class Node(Coordination):
                 self._suspect_until[node_id] = 2**62  # until it is heard from again
             elif state is MemberState.ALIVE:
                 self._suspect_until.pop(node_id, None)
+                for spec in self.keyspaces.values():  # it may have missed some
+                    if spec.name != DEFAULT_KEYSPACE:
+                        self._messages.append((node_id, self._keyspace_message(spec)))
         members = [
             Member(node_id=m.node_id, weight=m.weight, zone=m.zone, host=m.host)
             for m in self.membership.members()
@@ -484,7 +489,32 @@ class Node(Coordination):
             )
         self._meta.put(_KEYSPACE_PREFIX + spec.name.encode(), _pack_keyspace(spec), 0)
         self.keyspaces[spec.name] = spec
+        if self.membership is not None:
+            for member in self.membership.members():
+                if member.node_id != self.config.node_id and member.state is not MemberState.LEFT:
+                    self._messages.append((member.node_id, self._keyspace_message(spec)))
         return True
+
+    def _keyspace_message(self, spec: KeyspaceSpec) -> msg.KeyspaceDefined:
+        return msg.KeyspaceDefined(
+            src=self.config.node_id, name=spec.name, mode=spec.mode.value,
+            n_replicas=spec.n_replicas, level=spec.level.value,
+        )  # fmt: skip
+
+    def _on_keyspace_defined(self, m: msg.KeyspaceDefined) -> None:
+        try:
+            spec = KeyspaceSpec(
+                name=m.name,
+                mode=ConflictMode(m.mode),
+                n_replicas=m.n_replicas,
+                level=Level(m.level),
+            )
+        except ValueError:
+            self.stats.malformed_replies += 1
+            return
+        result = self._create_keyspace(spec)
+        if isinstance(result, OpError):
+            self.stats.keyspace_conflicts += 1
 
     def close(self) -> None:
         """Record a clean stop (the next start keeps this incarnation)."""
