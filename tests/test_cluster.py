@@ -193,3 +193,51 @@ def test_a_causal_keyspace_reaches_every_node_and_keeps_concurrent_writes(
     assert sorted(values) == [b"apple", b"pear"]
     assert clients[2].execute_command("RINGKV.PUT", "cart", "both", "CONTEXT", context) == b"OK"
     assert clients[0].execute_command("RINGKV.SIBLINGS", "cart")[1] == [b"both"]
+
+
+def test_hints_survive_a_sigkill_of_the_node_that_holds_them(tmp_path: Path) -> None:
+    """Five nodes, N = 3: a home replica is down, a fallback keeps hints;
+    that fallback is killed and restarted before it can deliver them, and
+    the home replica still gets every acknowledged write once it returns."""
+    secret = secret_file(tmp_path, "secret", "s3cret-for-the-cluster-tests-0123")
+    n1 = start_node(tmp_path, "n1", secret, None)
+    nodes = [n1] + [start_node(tmp_path, f"n{i}", secret, n1) for i in range(2, 6)]
+    try:
+        poll(lambda: all(cluster_size(n) == 5 for n in nodes), 30, "five members everywhere")
+        victim = nodes[4]
+        victim.kill9()
+        client = redis.Redis(port=n1.resp_port, socket_timeout=10)
+        keys = [f"h{i}" for i in range(120)]
+        for key in keys:
+            # Until SWIM notices n5 is dead, a write forwarded to it times
+            # out (an unknown outcome); SET is idempotent, so retry it.
+            poll(lambda key=key: bool(client.set(key, f"v-{key}")), 30, f"SET {key}")
+
+        def pending(node: ServerProcess) -> int:
+            url = f"http://127.0.0.1:{node.http_port}/v1/cluster"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                body = json.loads(reply.read())
+            return next(m["hints_pending"] for m in body["members"] if m["id"] == body["node"])
+
+        poll(lambda: sum(pending(n) for n in nodes[:4]) > 0, 20, "hints written for n5")
+        holder_index = max(range(4), key=lambda i: pending(nodes[i]))
+        held = pending(nodes[holder_index])
+        nodes[holder_index].kill9()
+        nodes[holder_index] = start_node(
+            tmp_path, f"n{holder_index + 1}", secret, n1 if holder_index else nodes[1]
+        )
+        assert pending(nodes[holder_index]) == held  # durable: nothing lost in the crash
+        nodes[4] = start_node(tmp_path, "n5", secret, n1)
+        poll(lambda: all(pending(n) == 0 for n in nodes), 40, "every hint delivered")
+        # Nothing acknowledged is lost: every key reads back at `all`, from
+        # every home replica (a read at all also repairs what it finds stale).
+        reader = redis.Redis(port=nodes[2].resp_port, socket_timeout=10)
+        assert reader.execute_command("RINGKV.CONSISTENCY", "all") == b"OK"
+        for key in keys:
+            poll(lambda key=key: reader.get(key) == f"v-{key}".encode(), 20, f"GET {key} at all")
+        home_keys = [k for k in keys if "n5" in replicas(nodes[1], k)]
+        assert home_keys, "n5 is a home replica of some keys"
+        assert all(replicas(nodes[1], k)["n5"] == [f"v-{k}"] for k in home_keys)
+    finally:
+        for node in nodes:
+            node.terminate()
