@@ -287,3 +287,19 @@ def test_inspect_reports_every_home_replica_and_marks_the_silent_one() -> None:
     assert [v.value for v in report.replicas[homes[0]] or []] == [b"v"]
     assert report.replicas[homes[2]] is None  # did not answer before the deadline
     assert cluster.nodes[homes[1]].stats.read_repairs == 0  # an inspection repairs nothing
+
+
+def test_mset_in_a_cluster_is_one_write_per_key_answered_once() -> None:
+    from ringkv.core.node import PutMany
+
+    cluster = make_cluster(5)
+    items = tuple((b"m%d" % i, b"v%d" % i) for i in range(10))
+    assert cluster.call("n1", PutMany("ks", items)) is True
+    for key, value in items:
+        assert values(cluster.call("n3", get(key))) == [value]
+    too_big = (*items, (b"big", b"x" * (8 * 1024 * 1024 + 1)))
+    result = cluster.call("n2", PutMany("ks", too_big))
+    assert isinstance(result, OpError) and result.kind is ErrorKind.TOO_LARGE
+    assert values(cluster.call("n3", get(b"big"))) == []
+    nx = cluster.call("n2", PutMany("ks", items, only_if_all_absent=True))
+    assert isinstance(nx, OpError) and nx.kind is ErrorKind.WRONG_LEVEL

@@ -371,6 +371,8 @@ class Coordination:
                     definite=result.definite,
                 )
             self._after_commit.append((token.node, reply))
+        elif hasattr(token, "part_done"):  # a part of a multi-key request (node._Gather)
+            token.part_done(result)
         else:
             self._replies.append((token, result))
 

@@ -163,11 +163,7 @@ class Node(Coordination):
             if self.cluster_size > 1 and isinstance(request, Read | Mutate | Inspect):
                 result = self._route(request, token, now_ms)
             elif self.cluster_size > 1 and isinstance(request, PutMany):
-                result = OpError(
-                    ErrorKind.WRONG_LEVEL,
-                    "MSET and MSETNX are not supported in a cluster yet: use one SET per key",
-                    code="WRONGLEVEL",
-                )
+                result = self._put_many_in_cluster(request, token, now_ms)
             else:
                 result = self._execute(request, now_ms)
         except StorageError as exc:
@@ -176,7 +172,10 @@ class Node(Coordination):
             message = str(exc).removeprefix("OOM ")
             result = OpError(kind, message, code=code)
         if result is not PENDING:
-            self._replies.append((token, result))
+            if type(token) is _Gather:
+                token.part_done(result)
+            else:
+                self._replies.append((token, result))
 
     def step(self, message: msg.Message, now_ms: int) -> None:
         """Take a message from a peer (already decoded by the codec)."""
@@ -469,6 +468,25 @@ class Node(Coordination):
         self.engine.sync()
         return self.config.node_id if epoch == 0 else f"{self.config.node_id}~{epoch}"
 
+    def _put_many_in_cluster(self, request: PutMany, token: object, now_ms: int) -> object:
+        """MSET across replicas: every limit checked first, then one write per
+        key (per key, not atomic, as DESIGN.md states), answered once all are."""
+        if request.only_if_all_absent:
+            return OpError(
+                ErrorKind.WRONG_LEVEL,
+                "MSETNX needs every key on one replica; a strong keyspace will carry it",
+                code="WRONGLEVEL",
+            )
+        for key, value in request.items:
+            if len(key) > self.config.max_key_bytes:
+                return self._key_too_large(key)
+            if len(value) > self.config.max_value_bytes:
+                return self._value_too_large(value)
+        gather = _Gather(self, token, len(request.items))
+        for key, value in request.items:
+            self.submit(Mutate(request.keyspace, key, ops.Put(value)), gather, now_ms)
+        return PENDING
+
     def _create_keyspace(self, spec: KeyspaceSpec) -> object:
         try:
             spec.validate()
@@ -568,6 +586,26 @@ class Node(Coordination):
             ErrorKind.TOO_LARGE,
             f"value is {len(value)} bytes, over max-value-bytes ({self.config.max_value_bytes})",
         )
+
+
+class _Gather:
+    """The token of one part of a multi-key request: the parent's reply
+    (True, or the first error) goes out when every part has answered."""
+
+    __slots__ = ("errors", "node", "remaining", "token")
+
+    def __init__(self, node: Node, token: object, parts: int) -> None:
+        self.node = node
+        self.token = token
+        self.remaining = parts
+        self.errors: list[OpError] = []
+
+    def part_done(self, result: object) -> None:
+        if isinstance(result, OpError):
+            self.errors.append(result)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.node._replies.append((self.token, self.errors[0] if self.errors else True))
 
 
 def _pack_keyspace(spec: KeyspaceSpec) -> bytes:
