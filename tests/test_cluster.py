@@ -241,3 +241,28 @@ def test_hints_survive_a_sigkill_of_the_node_that_holds_them(tmp_path: Path) -> 
     finally:
         for node in nodes:
             node.terminate()
+
+
+def test_cluster_up_in_the_foreground_stops_every_node_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    directory = tmp_path / "fg"
+    base = 30000 + (hash(str(tmp_path)) % 2000) * 5
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ringkv", "cluster", "up", "-n", "2", "--dir", str(directory),
+         "--base-port", str(base), "--engine", "memory"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        poll((directory / "cluster.json").exists, 30, "cluster.json written")
+        data = json.loads((directory / "cluster.json").read_text())
+        poll(lambda: redis.Redis(port=data["nodes"][1]["resp_port"]).ping(), 30, "n2 answers")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        poll(lambda: all(_gone(node["pid"]) for node in data["nodes"]), 15, "every node stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

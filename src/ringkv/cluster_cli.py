@@ -98,12 +98,27 @@ def _load(directory: str) -> dict[str, Any]:
     return data
 
 
-def _stop(nodes: list[dict[str, Any]], timeout_s: float = 15.0) -> None:
+def _stop(
+    nodes: list[dict[str, Any]],
+    timeout_s: float = 15.0,
+    children: list[subprocess.Popen[bytes]] | None = None,
+) -> None:
+    """SIGTERM every node by PID; SIGKILL what is still there after timeout_s.
+    Our own children (the foreground ``up``) are waited for, so none is left
+    a zombie."""
     for spec in nodes:
         try:
             os.kill(spec["pid"], signal.SIGTERM)
         except ProcessLookupError:
             continue
+    if children is not None:
+        for child in children:
+            try:
+                child.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=5)
+        return
     deadline = time.monotonic() + timeout_s
     for spec in nodes:
         while time.monotonic() < deadline:
@@ -152,52 +167,61 @@ def up(
         secret_path.write_text(secrets.token_hex(32))
     secret_path.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k != "RINGKV_CLUSTER_SECRET"}
+    # Ctrl-C, and SIGTERM too, stop the cluster at any point (a shell may
+    # start us with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     nodes: list[dict[str, Any]] = []
-    for i in range(1, n + 1):
-        spec = _node_spec(i, base_port, root)
-        argv = _argv(spec, secret_path, nodes[0] if nodes else None, engine)
-        with open(spec["log"], "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=detach)  # fmt: skip
-        spec["pid"] = proc.pid
-        spec["argv"] = argv
-        nodes.append(spec)
-    data = {"version": 1, "cluster_name": "ringkv", "nodes": nodes}
-    (root / "cluster.json").write_text(json.dumps(data, indent=2))
-    deadline = time.monotonic() + timeout
-    with console.status(f"starting {n} nodes"):
-        while time.monotonic() < deadline:
-            views = [_health(spec) for spec in nodes]
-            if all(v is not None and len(v["members"]) == n for v in views):
-                break
-            time.sleep(0.2)
-        else:
-            console.print(f"[red]the nodes did not all answer in {timeout} s[/]; logs in {root}")
-            _stop(nodes)
-            raise typer.Exit(3)
-    console.print(_table(nodes))
-    first = nodes[0]
-    console.print(f"redis-cli -p {first['resp_port']}   ·   http://127.0.0.1:{first['http_port']}   ·   "
-                  f"cluster.json in {root}")  # fmt: skip
-    if detach:
-        return
-    console.print("Ctrl-C stops every node")
+    children: list[subprocess.Popen[bytes]] = []
+    keep_running = False
     try:
-        while all(_health(spec) is not None or _alive(spec["pid"]) for spec in nodes):
-            time.sleep(1)
+        for i in range(1, n + 1):
+            spec = _node_spec(i, base_port, root)
+            argv = _argv(spec, secret_path, nodes[0] if nodes else None, engine)
+            with open(spec["log"], "ab") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=detach)  # fmt: skip
+            spec["pid"] = proc.pid
+            spec["argv"] = argv
+            nodes.append(spec)
+            children.append(proc)
+        data = {"version": 1, "cluster_name": "ringkv", "nodes": nodes}
+        (root / "cluster.json").write_text(json.dumps(data, indent=2))
+        if not _wait_ready(nodes, timeout):
+            console.print(f"[red]the nodes did not all answer in {timeout} s[/]; logs in {root}")
+            raise typer.Exit(3)
+        console.print(_table(nodes))
+        first = nodes[0]
+        console.print(f"redis-cli -p {first['resp_port']}  ·  http://127.0.0.1:{first['http_port']}"
+                      f"  ·  {root}/cluster.json", soft_wrap=True)  # fmt: skip
+        if detach:
+            keep_running = True
+            return
+        console.print("Ctrl-C stops every node")
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(nodes)
-        console.print("stopped")
+        if not keep_running:
+            _stop(nodes, children=children)
+            console.print("stopped")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _wait_ready(nodes: list[dict[str, Any]], timeout_s: float) -> bool:
+    """True once every node answers and sees every other."""
+    deadline = time.monotonic() + timeout_s
+    with console.status(f"starting {len(nodes)} nodes"):
+        while time.monotonic() < deadline:
+            views = [_health(spec) for spec in nodes]
+            if all(v is not None and len(v["members"]) == len(nodes) for v in views):
+                return True
+            time.sleep(0.2)
+    return False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @cluster_app.command("down")
