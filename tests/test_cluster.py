@@ -229,14 +229,15 @@ def test_hints_survive_a_sigkill_of_the_node_that_holds_them(tmp_path: Path) -> 
         assert pending(nodes[holder_index]) == held  # durable: nothing lost in the crash
         nodes[4] = start_node(tmp_path, "n5", secret, n1)
         poll(lambda: all(pending(n) == 0 for n in nodes), 40, "every hint delivered")
-        # Nothing acknowledged is lost: every key reads back at `all`, from
-        # every home replica (a read at all also repairs what it finds stale).
+        home_keys = [k for k in keys if "n5" in replicas(nodes[1], k)]
+        assert home_keys, "n5 is a home replica of some keys"
+        # Nothing acknowledged is lost: every key reads back at `all` (which
+        # also repairs a home replica that a hint did not reach; see the note
+        # on issue 4 about a few keys found missing on n5 before these reads).
         reader = redis.Redis(port=nodes[2].resp_port, socket_timeout=10)
         assert reader.execute_command("RINGKV.CONSISTENCY", "all") == b"OK"
         for key in keys:
             poll(lambda key=key: reader.get(key) == f"v-{key}".encode(), 20, f"GET {key} at all")
-        home_keys = [k for k in keys if "n5" in replicas(nodes[1], k)]
-        assert home_keys, "n5 is a home replica of some keys"
         assert all(replicas(nodes[1], k)["n5"] == [f"v-{k}"] for k in home_keys)
     finally:
         for node in nodes:

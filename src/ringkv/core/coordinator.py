@@ -83,6 +83,7 @@ class NodeStats:
     timeouts: int = 0
     malformed_replies: int = 0
     keyspace_conflicts: int = 0  # a peer's definition differs from ours (refused)
+    stray_replies: int = 0  # answers whose id or sender matches no request of ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,9 +619,14 @@ class Coordination:
 
     # -- replies to this coordinator ---------------------------------------
 
+    # Every answer is matched by request id *and* sender: an answer queued for
+    # a previous run of this node (same node id, its ids started over) must
+    # never be taken for the answer to a new request.
+
     def _on_replica_write_ack(self, m: msg.ReplicaWriteAck, now_ms: int) -> None:
-        hint = self._hints_in_flight.pop(m.req_id, None)
-        if hint is not None:
+        hint = self._hints_in_flight.get(m.req_id)
+        if hint is not None and parse_hint_key(hint.storage_key)[0] == m.src:
+            del self._hints_in_flight[m.req_id]
             if m.ok and self._hints.get(hint.storage_key) == hint.record:
                 self._hints.delete(hint.storage_key)
                 self.stats.hints_delivered += 1
@@ -628,6 +634,10 @@ class Coordination:
         write_id = self._write_of_copy.get(m.req_id)
         pending = self._writes.get(write_id) if write_id is not None else None
         if pending is None or write_id is None:
+            return
+        target = pending.targets.get(m.req_id)
+        if target is None or target.node != m.src:
+            self.stats.stray_replies += 1
             return
         if pending.record_ack(m.req_id, m.ok):
             pending.replied = True
@@ -641,6 +651,9 @@ class Coordination:
         if pending is None or read_id is None or not m.ok:
             return
         replica = pending.asked[m.req_id]
+        if replica != m.src:
+            self.stats.stray_replies += 1
+            return
         try:
             pending.replies[replica] = unpack_record(m.record) if m.record else []
         except RecordError:
@@ -650,9 +663,11 @@ class Coordination:
         self._progress_read(read_id, pending, now_ms)
 
     def _on_coordinate_write_reply(self, m: msg.CoordinateWriteReply) -> None:
-        pending = self._forwards.pop(m.req_id, None)
-        if pending is None:
+        pending = self._forwards.get(m.req_id)
+        if pending is None or pending.target != m.src:
+            self.stats.stray_replies += 1
             return
+        del self._forwards[m.req_id]
         if not m.error_kind:
             self._resolve(pending.token, True)
             return
@@ -674,7 +689,7 @@ class Coordination:
         )
         for write_id, pending in list(self._writes.items()):
             for _, target in pending.overdue(now_ms, self.config.replica_timeout_ms):
-                self._suspect(target.home, now_ms)
+                self._suspect(target.node, now_ms)  # the home replica, or a silent fallback
                 spec = self.keyspaces[pending.keyspace]
                 homes = preference_list(
                     self.ring, key_token(pending.key), spec.effective_n(self.cluster_size)

@@ -144,7 +144,10 @@ class Node(Coordination):
         self._hints = engine.table(HINTS_TABLE)
         self._hints_in_flight: dict[int, HintInFlight] = {}
         self._hint_cursor = 0
-        self._next_id = 0
+        # Request ids start at a random point (from the injected rng), so that
+        # answers still queued for a previous run of this node id cannot
+        # collide with this run's requests (they are also checked by sender).
+        self._next_id = rng.getrandbits(48) << 8
         self.ring = ring or build_ring([Member(node_id=config.node_id)], epoch=0)
         self.cluster_size = len(self.ring.members)
         # SWIM membership (core/membership.py): drives routing and, in this

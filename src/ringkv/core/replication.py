@@ -110,18 +110,23 @@ class PendingWrite:
         return all(t.acked or t.refused for t in self.targets.values())
 
     def overdue(self, now_ms: int, replica_timeout_ms: int) -> list[tuple[int, WriteTarget]]:
-        """Copies to a home replica that have not answered in time and have no
-        fallback yet: candidates for a hinted write elsewhere."""
-        covered = {t.home for t in self.targets.values() if t.is_hint}
-        return [
-            (req_id, t)
-            for req_id, t in self.targets.items()
-            if not t.acked
-            and not t.refused
-            and not t.is_hint
-            and t.home not in covered
-            and now_ms - t.sent_ms >= replica_timeout_ms
-        ]
+        """Copies that have not answered in time and whose home replica has no
+        copy under way elsewhere: for each, send another to a fallback.
+
+        A home replica is covered while a hinted copy for it has been
+        acknowledged or may still be (sent less than replica_timeout_ms ago).
+        A fallback that does not answer either (it may have died with the
+        copy) is itself overdue, so the home replica gets the next fallback.
+        """
+        late: dict[str, tuple[int, WriteTarget]] = {}
+        covered: set[str] = set()
+        for req_id, t in self.targets.items():
+            waited = now_ms - t.sent_ms >= replica_timeout_ms
+            if t.acked or (not t.refused and not waited):
+                covered.add(t.home)
+            elif not t.refused or t.is_hint:
+                late.setdefault(t.home, (req_id, t))
+        return [late[home] for home in late if home not in covered]
 
 
 @dataclass(slots=True)

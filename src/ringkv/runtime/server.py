@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -270,6 +271,9 @@ class Server:
             ),
             "max_key_bytes": node.config.max_key_bytes,
             "max_value_bytes": node.config.max_value_bytes,
+            "ring_epoch": node.ring.epoch,
+            "hints_pending": node.hints_pending(),
+            **dataclasses.asdict(node.stats),
         }
 
     def _register_gauges(self) -> None:
