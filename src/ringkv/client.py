@@ -105,6 +105,27 @@ def _connection_class(base: type, setup: list[tuple[Any, ...]], is_async: bool) 
     return type("RingkvConnection", (base,), {hook: async_hook if is_async else sync_hook})
 
 
+def _redis(
+    is_async: bool,
+    url: str,
+    keyspace: str | None,
+    level: str | None,
+    r: int,
+    w: int,
+    timeout_s: float,
+) -> Any:
+    """A redis-py client whose every pooled connection is set up for ringkv."""
+    _check_level(level)
+    setup = _setup_commands(keyspace, level, r, w)
+    module: Any = aioredis if is_async else redis
+    pool = module.ConnectionPool.from_url(
+        _resp_url(url, timeout_s),
+        connection_class=_connection_class(module.Connection, setup, is_async=is_async),
+        socket_timeout=timeout_s,
+    )
+    return module.Redis(connection_pool=pool)
+
+
 class Client:
     """A synchronous client (thread-safe: redis-py's pool underneath)."""
 
@@ -118,15 +139,8 @@ class Client:
         w: int = 0,
         timeout_s: float = 10.0,
     ) -> None:
-        _check_level(level)
-        setup = _setup_commands(keyspace, level, r, w)
-        pool = redis.ConnectionPool.from_url(
-            _resp_url(url, timeout_s),
-            connection_class=_connection_class(redis.Connection, setup, is_async=False),
-            socket_timeout=timeout_s,
-        )
         # redis-py is loosely typed; the replies are checked where they are used.
-        self.redis: Any = redis.Redis(connection_pool=pool)
+        self.redis: Any = _redis(False, url, keyspace, level, r, w, timeout_s)
 
     def get(self, key: str | bytes) -> bytes | None:
         """The newest value (the HLC-newest sibling), or None."""
@@ -177,14 +191,7 @@ class AsyncClient:
         w: int = 0,
         timeout_s: float = 10.0,
     ) -> None:
-        _check_level(level)
-        setup = _setup_commands(keyspace, level, r, w)
-        pool = aioredis.ConnectionPool.from_url(
-            _resp_url(url, timeout_s),
-            connection_class=_connection_class(aioredis.Connection, setup, is_async=True),
-            socket_timeout=timeout_s,
-        )
-        self.redis: Any = aioredis.Redis(connection_pool=pool)
+        self.redis: Any = _redis(True, url, keyspace, level, r, w, timeout_s)
 
     async def get(self, key: str | bytes) -> bytes | None:
         value: bytes | None = await self.redis.get(key)
