@@ -155,8 +155,22 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
     finally:
         down = subprocess.run([*cli, "down", "--dir", str(directory)],
                               capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        _kill_leftovers(directory)
     assert down.returncode == 0
     poll(lambda: all(_gone(node["pid"]) for node in data["nodes"]), 15, "every node stopped")
+
+
+def _kill_leftovers(directory: Path) -> None:
+    """Whatever the outcome, no node this test started outlives it (by PID)."""
+    import os
+    import signal
+
+    path = directory / "cluster.json"
+    if not path.exists():
+        return
+    for node in json.loads(path.read_text())["nodes"]:
+        if not _gone(node["pid"]):
+            os.kill(node["pid"], signal.SIGKILL)
 
 
 def _gone(pid: int) -> bool:
@@ -267,3 +281,4 @@ def test_cluster_up_in_the_foreground_stops_every_node_on_ctrl_c(tmp_path: Path)
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+        _kill_leftovers(directory)
