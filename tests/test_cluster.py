@@ -125,13 +125,10 @@ def test_cluster_json_lists_every_member_and_the_ring(three: list[ServerProcess]
 
 
 def test_cluster_up_status_down(tmp_path: Path) -> None:
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as probe:  # a base port whose neighbourhood is likely free
-        probe.bind(("127.0.0.1", 0))
-        base = 20000 + probe.getsockname()[1] % 20000
+    base = free_base_port(3)
     directory = tmp_path / "cluster"
     cli = [sys.executable, "-m", "ringkv", "cluster"]
     up = subprocess.run(
@@ -158,6 +155,32 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
         _kill_leftovers(directory)
     assert down.returncode == 0
     poll(lambda: all(_gone(node["pid"]) for node in data["nodes"]), 15, "every node stopped")
+
+
+def free_base_port(nodes: int) -> int:
+    """A base for `cluster up --base-port` whose 3 x nodes ports are all free
+    now, below Linux's ephemeral range (32768+), so no outgoing connection
+    can take one of them meanwhile."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10_000, 29_000)
+        ports = [base + offset + i for offset in (0, 1000, 2000) for i in range(1, nodes + 1)]
+        try:
+            sockets = []
+            for port in ports:
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise AssertionError("no free port range found")
 
 
 def _kill_leftovers(directory: Path) -> None:
@@ -264,7 +287,7 @@ def test_cluster_up_in_the_foreground_stops_every_node_on_ctrl_c(tmp_path: Path)
     import sys
 
     directory = tmp_path / "fg"
-    base = 30000 + (hash(str(tmp_path)) % 2000) * 5
+    base = free_base_port(2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ringkv", "cluster", "up", "-n", "2", "--dir", str(directory),
          "--base-port", str(base), "--engine", "memory"],
