@@ -43,7 +43,7 @@ from ringkv.core.ring import Ring, fallback_order, key_token, preference_list
 if TYPE_CHECKING:
     from ringkv.storage.base import Table
 
-__all__ = ["PENDING", "Coordination", "NodeStats", "Outbox"]
+__all__ = ["PENDING", "Coordination", "Gather", "NodeStats", "Outbox"]
 
 
 PENDING = object()  # a request whose reply will come later, through the outbox
@@ -55,6 +55,27 @@ class _RemoteToken:
 
     node: str
     req_id: int
+
+
+class Gather:
+    """The token of one part of a multi-key request (MSET across replicas):
+    the parent's reply (True, or the first error) goes out once every part
+    has answered."""
+
+    __slots__ = ("errors", "owner", "remaining", "token")
+
+    def __init__(self, owner: Coordination, token: object, parts: int) -> None:
+        self.owner = owner
+        self.token = token
+        self.remaining = parts
+        self.errors: list[OpError] = []
+
+    def part_done(self, result: object) -> None:
+        if isinstance(result, OpError):
+            self.errors.append(result)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.owner._resolve(self.token, self.errors[0] if self.errors else True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -361,7 +382,14 @@ class Coordination:
         return None
 
     def _resolve(self, token: object, result: object) -> None:
-        if isinstance(token, _RemoteToken):
+        """Deliver a request's result to whoever asked: a local client, a node
+        that forwarded the write, or the multi-key request it is part of."""
+        kind = type(token)
+        if kind is Gather:
+            assert isinstance(token, Gather)
+            token.part_done(result)
+        elif kind is _RemoteToken:
+            assert isinstance(token, _RemoteToken)
             reply = msg.CoordinateWriteReply(src=self.config.node_id, req_id=token.req_id)
             if isinstance(result, OpError):
                 reply = msg.CoordinateWriteReply(
@@ -372,8 +400,6 @@ class Coordination:
                     definite=result.definite,
                 )
             self._after_commit.append((token.node, reply))
-        elif hasattr(token, "part_done"):  # a part of a multi-key request (node._Gather)
-            token.part_done(result)
         else:
             self._replies.append((token, result))
 

@@ -33,7 +33,7 @@ from ringkv.core import messages as msg
 from ringkv.core import ops
 from ringkv.core.clocks import HlcClock, HlcTimestamp
 from ringkv.core.config import DEFAULT_KEYSPACE, ConfigError, KeyspaceSpec, Level, NodeConfig
-from ringkv.core.coordinator import PENDING, Coordination, NodeStats, Outbox
+from ringkv.core.coordinator import PENDING, Coordination, Gather, NodeStats, Outbox
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HINTS_TABLE, HintInFlight
 from ringkv.core.membership import Membership, MemberState
@@ -175,10 +175,7 @@ class Node(Coordination):
             message = str(exc).removeprefix("OOM ")
             result = OpError(kind, message, code=code)
         if result is not PENDING:
-            if type(token) is _Gather:
-                token.part_done(result)
-            else:
-                self._replies.append((token, result))
+            self._resolve(token, result)
 
     def step(self, message: msg.Message, now_ms: int) -> None:
         """Take a message from a peer (already decoded by the codec)."""
@@ -485,7 +482,7 @@ class Node(Coordination):
                 return self._key_too_large(key)
             if len(value) > self.config.max_value_bytes:
                 return self._value_too_large(value)
-        gather = _Gather(self, token, len(request.items))
+        gather = Gather(self, token, len(request.items))
         for key, value in request.items:
             self.submit(Mutate(request.keyspace, key, ops.Put(value)), gather, now_ms)
         return PENDING
@@ -589,26 +586,6 @@ class Node(Coordination):
             ErrorKind.TOO_LARGE,
             f"value is {len(value)} bytes, over max-value-bytes ({self.config.max_value_bytes})",
         )
-
-
-class _Gather:
-    """The token of one part of a multi-key request: the parent's reply
-    (True, or the first error) goes out when every part has answered."""
-
-    __slots__ = ("errors", "node", "remaining", "token")
-
-    def __init__(self, node: Node, token: object, parts: int) -> None:
-        self.node = node
-        self.token = token
-        self.remaining = parts
-        self.errors: list[OpError] = []
-
-    def part_done(self, result: object) -> None:
-        if isinstance(result, OpError):
-            self.errors.append(result)
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.node._replies.append((self.token, self.errors[0] if self.errors else True))
 
 
 def _pack_keyspace(spec: KeyspaceSpec) -> bytes:
