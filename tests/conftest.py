@@ -160,3 +160,40 @@ def spawn_server(
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"ringkv serve not ready in {timeout_s} s:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def real_redis() -> Iterator[int]:
+    """A real redis-server (Debian, 7.x) on a free port, for differential
+    tests; stopped by its PID. Skips when redis-server is not installed."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16) == b"+PONG\r\n":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

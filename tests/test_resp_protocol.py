@@ -5,9 +5,7 @@ half-sent timeouts, small frames before AUTH) and partial frames."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -540,41 +538,6 @@ def test_pipeline_of_many_small_commands_without_reading(shared: RunningServer) 
 
 
 # -- inline commands and protocol errors against a real redis-server ------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def real_redis() -> Iterator[int]:
-    """A real redis-server (Debian, 7.x) on a free port; stopped by its PID."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def up() -> bool:
-            try:
-                with _connect(port) as sock:
-                    sock.sendall(b"PING\r\n")
-                    return sock.recv(16) == b"+PONG\r\n"
-            except OSError:
-                return False
-
-        _poll(up, timeout_s=10)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _answer(port: int, payload: bytes) -> tuple[bytes, bool]:
