@@ -232,6 +232,44 @@ def test_a_causal_keyspace_reaches_every_node_and_keeps_concurrent_writes(
     assert clients[0].execute_command("RINGKV.SIBLINGS", "cart")[1] == [b"both"]
 
 
+def test_scan_keys_and_dbsize_are_cluster_wide(three: list[ServerProcess]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{three[0].http_port}/v1/keyspaces/single",
+        data=json.dumps({"mode": "lww", "n": 1}).encode(),
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 201
+    clients = [redis.Redis(port=n.resp_port, socket_timeout=10) for n in three]
+
+    def use_single() -> bool:
+        for client in clients:
+            client.execute_command("RINGKV.KEYSPACE", "single")
+        return True
+
+    poll(use_single, 15, "the keyspace on every node")
+    keys = {f"user:{i}".encode() for i in range(150)} | {f"order:{i}".encode() for i in range(50)}
+    pipe = clients[0].pipeline(transaction=False)
+    for key in sorted(keys):
+        pipe.set(key, b"x")
+    assert all(pipe.execute())
+    clients[1].delete("user:0")
+    keys.discard(b"user:0")
+    # One copy per key (n = 1), spread over the nodes; every node lists them all.
+    held = [int(c.info("keyspace")["keyspace_single"]["keys"]) for c in clients]
+    assert all(0 < count < len(keys) for count in held) and sum(held) == len(keys) + 1, held
+    for client in clients:
+        assert client.dbsize() == len(keys)
+        assert set(client.keys("*")) == keys
+        assert set(client.keys("order:*")) == {k for k in keys if k.startswith(b"order:")}
+        assert set(client.scan_iter(count=7)) == keys
+        assert set(client.scan_iter(match="user:1*", count=20)) == {
+            k for k in keys if k.startswith(b"user:1")
+        }
+    cursor, first = clients[2].scan(0, count=20)
+    assert cursor != 0 and first
+
+
 def test_hints_survive_a_sigkill_of_the_node_that_holds_them(tmp_path: Path) -> None:
     """Five nodes, N = 3: a home replica is down, a fallback keeps hints;
     that fallback is killed and restarted before it can deliver them, and

@@ -14,6 +14,11 @@ from ringkv.core import messages as m
 
 EXAMPLES: list[m.Message] = [
     m.KeyspaceDefined(src="n1", name="carts", mode="causal", n_replicas=3, level="quorum"),
+    m.RangeScan(
+        src="n1", req_id=4, ring_epoch=9, keyspace="ks", start=-(2**63), end=2**63 - 1, count=50
+    ),
+    m.RangeScanReply(src="n2", req_id=4, ok=True, keys=[b"a", b"\xff"], done=False, next=-5),
+    m.RangeScanReply(src="n2", req_id=5, ok=False, keys=[], error="ring epoch 3 is not 9"),
     m.ReplicaWrite(src="n1", req_id=1, ring_epoch=3, keyspace="ks", key=b"k\x00", record=b"r"),
     m.ReplicaWrite(
         src="n1",
@@ -109,6 +114,8 @@ def test_tags_are_append_only() -> None:
         9: "PingAck",
         10: "MemberSync",
         11: "KeyspaceDefined",
+        12: "RangeScan",
+        13: "RangeScanReply",
     }
 
 

@@ -159,6 +159,33 @@ def test_scan_walks_every_key_once_in_token_order(engine: Engine, layout: str) -
         assert_token_order(walked)
 
 
+@pytest.mark.parametrize("layout", ["flushed", "mixed"])
+def test_scan_stops_at_the_end_token(engine: Engine, layout: str) -> None:
+    table = engine.table("ks")
+    keys = [b"key-%d" % i for i in range(1500)]
+    for i, key in enumerate(keys):
+        table.put(key, b"v", 0)
+        if layout == "mixed" and i == 700:
+            engine.flush()
+    if layout == "flushed":
+        engine.flush()
+    rng = random.Random(3)
+    for _ in range(20):
+        start, end = sorted(rng.randrange(2**64) for _ in range(2))
+        expected = {k for k in keys if start <= ring.key_token(k) <= end}
+        for count in (1, 9, 5000):
+            walked: list[bytes] = []
+            cursor = start
+            while True:
+                found, cursor = table.scan(cursor, count, end)
+                walked.extend(found)
+                if cursor == 0:
+                    break
+                assert start < cursor <= end
+            assert len(walked) == len(expected) and set(walked) == expected
+            assert_token_order(walked)
+
+
 def test_scan_while_keys_change_between_calls(engine: Engine) -> None:
     rng = random.Random(7)
     table = engine.table("ks")

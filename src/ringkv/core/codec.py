@@ -40,6 +40,8 @@ TAGS: dict[int, type] = {
     9: m.PingAck,
     10: m.MemberSync,
     11: m.KeyspaceDefined,
+    12: m.RangeScan,
+    13: m.RangeScanReply,
 }
 _TAG_OF: dict[type, int] = {cls: tag for tag, cls in TAGS.items()}
 _INT64_MAX = 2**63 - 1

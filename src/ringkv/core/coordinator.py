@@ -10,7 +10,7 @@ the type checker sees them). Nothing here does I/O: messages go to the outbox.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ringkv.core import messages as msg
 from ringkv.core import ops
@@ -134,6 +134,7 @@ class Coordination:
     _reads: dict[int, PendingRead]
     _read_of_ask: dict[int, int]
     _forwards: dict[int, PendingForward]
+    _listings: dict[int, Any]  # core/listing.py
     _suspect_until: dict[str, int]
     _hints: Table
     _hints_in_flight: dict[int, HintInFlight]
@@ -227,7 +228,7 @@ class Coordination:
         return True
 
     def _busy(self) -> OpError | None:
-        pending = len(self._writes) + len(self._reads) + len(self._forwards)
+        pending = len(self._writes) + len(self._reads) + len(self._forwards) + len(self._listings)
         if pending < self.config.pending_requests_max:
             return None
         return OpError(

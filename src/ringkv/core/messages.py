@@ -29,6 +29,8 @@ __all__ = [
     "MembershipMessage",
     "Message",
     "Ping",
+    "RangeScan",
+    "RangeScanReply",
     "PingAck",
     "PingReq",
     "ReplicaRead",
@@ -188,6 +190,40 @@ class KeyspaceDefined:
     level: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RangeScan:
+    """List (or count) the live keys this replica holds whose tokens lie in
+    ``[start, end]``, at most about ``count`` of them from ``start`` on: one
+    step of a cluster-wide SCAN, KEYS or DBSIZE (core/listing.py).
+
+    Tokens are in [0, 2**64) but the codec carries signed 64-bit integers, so
+    ``start`` and ``end`` travel shifted down by 2**63 (``listing.to_wire``)."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    start: int
+    end: int
+    count: int
+    count_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RangeScanReply:
+    """The keys found (none when counting), how many, and where to go on:
+    ``done`` when the range is exhausted, else ``next`` (wire-shifted)."""
+
+    src: str
+    req_id: int
+    ok: bool
+    keys: list[bytes]
+    counted: int = 0
+    done: bool = True
+    next: int = 0
+    error: str = ""
+
+
 Message: TypeAlias = (
     ReplicaWrite
     | ReplicaWriteAck
@@ -200,5 +236,7 @@ Message: TypeAlias = (
     | PingAck
     | MemberSync
     | KeyspaceDefined
+    | RangeScan
+    | RangeScanReply
 )
 MembershipMessage: TypeAlias = Ping | PingReq | PingAck | MemberSync

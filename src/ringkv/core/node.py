@@ -36,6 +36,7 @@ from ringkv.core.config import DEFAULT_KEYSPACE, ConfigError, KeyspaceSpec, Leve
 from ringkv.core.coordinator import PENDING, Coordination, Gather, NodeStats, Outbox
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HINTS_TABLE, HintInFlight
+from ringkv.core.listing import Listing, PendingListing
 from ringkv.core.membership import Membership, MemberState
 from ringkv.core.record import (
     ConflictMode,
@@ -101,7 +102,7 @@ _CLEAN_KEY = b"clean_stop"
 _KEYSPACE_PREFIX = b"keyspace:"
 
 
-class Node(Coordination):
+class Node(Coordination, Listing):
     """Protocol logic of one node; see the module docstring for the interface."""
 
     def __init__(
@@ -140,6 +141,7 @@ class Node(Coordination):
         self._reads: dict[int, PendingRead] = {}
         self._read_of_ask: dict[int, int] = {}  # ask req_id -> read id
         self._forwards: dict[int, PendingForward] = {}
+        self._listings: dict[int, PendingListing] = {}
         self._suspect_until: dict[str, int] = {}
         self._hints = engine.table(HINTS_TABLE)
         self._hints_in_flight: dict[int, HintInFlight] = {}
@@ -167,6 +169,8 @@ class Node(Coordination):
                 result = self._route(request, token, now_ms)
             elif self.cluster_size > 1 and isinstance(request, PutMany):
                 result = self._put_many_in_cluster(request, token, now_ms)
+            elif self.cluster_size > 1 and isinstance(request, Scan | Count):
+                result = self._start_listing(request, token, now_ms)
             else:
                 result = self._execute(request, now_ms)
         except StorageError as exc:
@@ -195,6 +199,10 @@ class Node(Coordination):
                 self._on_coordinate_write_reply(message)
             case msg.KeyspaceDefined():
                 self._on_keyspace_defined(message)
+            case msg.RangeScan():
+                self._on_range_scan(message, now_ms)
+            case msg.RangeScanReply():
+                self._on_range_scan_reply(message, now_ms)
             case msg.Ping() | msg.PingReq() | msg.PingAck() | msg.MemberSync():
                 if self.membership is not None:
                     self.membership.step(message, now_ms)
@@ -219,6 +227,7 @@ class Node(Coordination):
             self._follow_membership(now_ms)
         if self.cluster_size > 1:
             self._tick_requests(now_ms)
+            self._tick_listings(now_ms)
             self._deliver_hints(now_ms)
         budget = self.config.expire_reclaim_per_tick
         for name in list(self._tables):

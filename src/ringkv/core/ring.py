@@ -62,6 +62,7 @@ __all__ = [
     "RangeMove",
     "Ring",
     "RingError",
+    "arc_end",
     "build_ring",
     "fallback_order",
     "key_token",
@@ -321,6 +322,17 @@ def fallback_order(ring: Ring, key_token_value: int, n: int) -> tuple[str, ...]:
     """The members outside the preference list, in ring-walk order (sloppy quorum)."""
     home = preference_list(ring, key_token_value, n)
     return tuple(node for node in ring_walk(ring, key_token_value) if node not in home)
+
+
+def arc_end(ring: Ring, token: int) -> int:
+    """The last token of the arc that holds ``token``, in linear token order.
+
+    Keys from ``token`` up to this token share one preference list. The arc
+    of vnode 0 wraps past ``TOKEN_MAX``; its high part ends at ``TOKEN_MAX``
+    here, so that a walk of the token space in order never wraps.
+    """
+    index = bisect_left(ring.vnode_tokens, token)
+    return TOKEN_MAX if index == len(ring.vnode_tokens) else ring.vnode_tokens[index]
 
 
 def owned_tokens(ring: Ring) -> dict[str, int]:

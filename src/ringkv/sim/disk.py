@@ -65,8 +65,10 @@ class SimTable:
             self._engine.touch(self.name, key, None)
         return found
 
-    def scan(self, start_token: int, count: int) -> tuple[list[bytes], int]:
-        return self._live().scan(start_token, count)
+    def scan(
+        self, start_token: int, count: int, end_token: int = 2**64 - 1
+    ) -> tuple[list[bytes], int]:
+        return self._live().scan(start_token, count, end_token)
 
     def count(self) -> int:
         return self._live().count()

@@ -46,10 +46,12 @@ class Table(Protocol):
     def delete(self, key: bytes) -> bool:
         """Remove the key; True if it was there."""
 
-    def scan(self, start_token: int, count: int) -> tuple[list[bytes], int]:
-        """About ``count`` keys from ``start_token`` on, in ring order, and the
-        token to resume at (0 when done). Keys that share a token are never
-        split across two calls."""
+    def scan(
+        self, start_token: int, count: int, end_token: int = 2**64 - 1
+    ) -> tuple[list[bytes], int]:
+        """About ``count`` keys with tokens in ``[start_token, end_token]``, in
+        ring order, and the token to resume at (0 when done). Keys that share a
+        token are never split across two calls."""
 
     def count(self) -> int: ...
 

@@ -173,13 +173,18 @@ class LmdbTable:
             committed += (1 if add and not there else 0) - (1 if not add and there else 0)
         return committed
 
-    def scan(self, start_token: int, count: int) -> tuple[list[bytes], int]:
+    def scan(
+        self, start_token: int, count: int, end_token: int = _TOKEN_SPACE - 1
+    ) -> tuple[list[bytes], int]:
         assert count > 0, count
         assert 0 <= start_token < _TOKEN_SPACE, start_token
         keys: list[bytes] = []
         last_token = b""
+        end = end_token.to_bytes(TOKEN_BYTES, "big")
         for skey, key in self._live_from(start_token.to_bytes(TOKEN_BYTES, "big")):
             token = skey[:TOKEN_BYTES]
+            if token > end:
+                return keys, 0
             if len(keys) >= count and token != last_token:
                 return keys, int.from_bytes(token, "big")
             keys.append(key)

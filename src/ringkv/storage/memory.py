@@ -98,22 +98,27 @@ class MemoryTable:
         self._engine.used_bytes -= len(key) + len(old) + ENTRY_OVERHEAD_BYTES
         return True
 
-    def scan(self, start_token: int, count: int) -> tuple[list[bytes], int]:
+    def scan(
+        self, start_token: int, count: int, end_token: int = 2**64 - 1
+    ) -> tuple[list[bytes], int]:
         keys: list[bytes] = []
         index = start_token >> _SHIFT
-        while index < BUCKET_COUNT:
+        last_index = end_token >> _SHIFT
+        while index <= last_index:
             ordered = sorted((key_token(k), k) for k in self._buckets[index])
             last_token = -1
             for token, key in ordered:
                 if token < start_token:
                     continue
+                if token > end_token:
+                    return keys, 0
                 if len(keys) >= count and token != last_token:
                     return keys, token
                 keys.append(key)
                 last_token = token
             index += 1
             start_token = index << _SHIFT
-            if len(keys) >= count and index < BUCKET_COUNT:
+            if len(keys) >= count and index <= last_index:
                 return keys, start_token
         return keys, 0
 
