@@ -190,6 +190,7 @@ _KNOBS = {
         _Knob("--cluster-name", "str", "ringkv"),
         _Knob("--cluster-secret-file", "str", None),
         _Knob("--cluster-secret", "str", None),
+        _Knob("--faults", "bool", False),
     )
 }
 
@@ -303,6 +304,7 @@ def resolve_serve_settings(
         cluster_name=values["cluster_name"],
         cluster_secret_file=values["cluster_secret_file"],
         cluster_secret=values["cluster_secret"],
+        faults=values["faults"],
     )
     settings.validate()
     return settings, LogSettings(values["log_level"], values["log_json"])
@@ -439,6 +441,16 @@ def serve(
     cluster_secret: Annotated[
         str | None,
         _opt("--cluster-secret", "The secret itself (for tests; shows in `ps`).", False),
+    ] = None,
+    faults: Annotated[
+        bool | None,
+        typer.Option(
+            "--faults/--no-faults",
+            envvar="RINGKV_FAULTS",
+            help="Enable /v1/admin/faults (partitions, delays, clock skew) for tests; "
+            "never in production.",
+            show_default="off",
+        ),
     ] = None,
     config: Annotated[
         str | None,

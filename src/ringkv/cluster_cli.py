@@ -49,7 +49,12 @@ def _node_spec(index: int, base: int, directory: Path) -> dict[str, Any]:
 
 
 def _argv(
-    spec: dict[str, Any], secret_path: Path, seed: dict[str, Any] | None, engine: str
+    spec: dict[str, Any],
+    secret_path: Path,
+    seed: dict[str, Any] | None,
+    engine: str,
+    *,
+    faults: bool = False,
 ) -> list[str]:
     argv = [
         sys.executable, "-m", "ringkv", "serve", "--node-id", spec["id"],
@@ -60,6 +65,8 @@ def _argv(
     ]  # fmt: skip
     if seed is not None:
         argv += ["--join", f"127.0.0.1:{seed['peer_port']}"]
+    if faults:
+        argv.append("--faults")
     return argv
 
 
@@ -151,6 +158,13 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the nodes.")
     ] = 30.0,
+    faults: Annotated[
+        bool,
+        typer.Option(
+            "--faults",
+            help="Start every node with --faults (/v1/admin/faults, for tests; never production).",
+        ),
+    ] = False,
 ) -> None:
     """Start a local cluster of N nodes (and a dashboard-ready HTTP port each)."""
     root = Path(directory)
@@ -177,7 +191,7 @@ def up(
     try:
         for i in range(1, n + 1):
             spec = _node_spec(i, base_port, root)
-            argv = _argv(spec, secret_path, nodes[0] if nodes else None, engine)
+            argv = _argv(spec, secret_path, nodes[0] if nodes else None, engine, faults=faults)
             with open(spec["log"], "ab") as log:
                 proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=detach)  # fmt: skip

@@ -59,6 +59,9 @@ class NodeHost:
         # Sends a message to a peer (the transport's send); None: no peers.
         self.send: Callable[[str, Message], object] | None = None
         self.messages_unsent = 0
+        # Added to the wall clock the core sees; set only by fault injection
+        # (runtime/faults.py, `serve --faults`): 0 in production.
+        self.clock_offset_ms = 0
         self.fsync_interval_ms = fsync_interval_ms
         self.touched: list[Flushable] = []
         self.commits = 0
@@ -75,9 +78,18 @@ class NodeHost:
         if self.engine.fsync is FsyncPolicy.BATCH:
             self._schedule_sync()
 
+    def now_ms(self) -> int:
+        """The node's wall clock: what the core is given (HLC, expiry, timers).
+
+        The core's HLC never goes backwards whatever this does (HlcClock.now).
+        Its timers (SWIM probes, request deadlines) compare against this clock
+        too, as in the simulator: a step forward fires them early, a step back
+        holds them until the clock catches up, as a real wall-clock step would."""
+        return now_ms() + self.clock_offset_ms
+
     def submit(self, request: Request, completion: Completion) -> None:
         """Hand a request to the node; ``completion`` gets the reply after commit."""
-        self.node.submit(request, completion, now_ms())
+        self.node.submit(request, completion, self.now_ms())
         self._schedule_end_turn()
 
     async def call(self, request: Request) -> object:
@@ -89,7 +101,7 @@ class NodeHost:
 
     def on_message(self, message: Message) -> None:
         """A message from a peer (the transport's callback)."""
-        self.node.step(message, now_ms())
+        self.node.step(message, self.now_ms())
         self._schedule_end_turn()
 
     def _schedule_end_turn(self) -> None:
@@ -144,7 +156,7 @@ class NodeHost:
         if self._closed:
             return
         try:
-            self.node.tick(now_ms())
+            self.node.tick(self.now_ms())
             if not self._scheduled:
                 self.end_turn()
         finally:

@@ -60,6 +60,14 @@ from ringkv.core.node import (
 from ringkv.core.record import ConflictMode, Version
 from ringkv.core.ring import TOKEN_MAX, key_token, ownership
 from ringkv.frontend.context import decode_context, encode_context, version_tag
+from ringkv.runtime.faults import (
+    CLOCK_OFFSET_MS_MAX,
+    DELAY_MS_MAX,
+    ClockOffset,
+    FaultError,
+    fault_report,
+    parse_fault,
+)
 
 if TYPE_CHECKING:
     from ringkv.runtime.server import Server
@@ -69,6 +77,7 @@ __all__ = ["create_app", "openapi_document"]
 log = logging.getLogger("ringkv.http")
 
 KV_PREFIX = "/v1/kv/"
+FAULTS_PATH = "/v1/admin/faults"
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 10_000
 # A listing request makes at most this many core Scan steps, each of at least
@@ -492,7 +501,49 @@ class _Api:
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document(), dumps=lambda d: json.dumps(d, indent=1))
+        document = openapi_document(faults=self.settings.faults)
+        return web.json_response(document, dumps=lambda d: json.dumps(d, indent=1))
+
+    # -- fault injection (only with `serve --faults`; runtime/faults.py) ------
+
+    def _fault_report(self) -> web.Response:
+        server = self.server
+        transport = server.transport
+        counters = transport.counters if transport is not None else {}
+        report = fault_report(server.link_faults, server.host.clock_offset_ms, counters)
+        return web.json_response(report)
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return self._fault_report()
+
+    async def post_faults(self, request: web.Request) -> web.Response:
+        """Add one fault: ``{"link": {...}}`` or ``{"clock_offset_ms": N}``."""
+        server = self.server
+        body = await _read_json(request)
+        membership = server.node.membership
+        peers = {m.node_id for m in membership.members()} if membership is not None else set()
+        try:
+            fault = parse_fault(body, self_id=self.settings.node_id, peers=peers)
+        except FaultError as exc:
+            raise _invalid(str(exc)) from None
+        if isinstance(fault, ClockOffset):
+            server.host.clock_offset_ms = fault.offset_ms
+            log.info("fault injected: clock offset %+d ms", fault.offset_ms)
+        elif server.transport is None:
+            raise _invalid("this node has no peer transport (no cluster secret): no links")
+        else:
+            server.transport.set_link_fault(fault)
+            log.info("fault injected: %s", json.dumps(fault.to_json()))
+        return self._fault_report()
+
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        """Clear every link fault and the clock offset."""
+        server = self.server
+        if server.transport is not None:
+            server.transport.clear_link_faults()
+        server.host.clock_offset_ms = 0
+        log.info("faults cleared")
+        return self._fault_report()
 
 
 # -- middleware --------------------------------------------------------------
@@ -605,6 +656,10 @@ def create_app(server: Server) -> web.Application:
     routes.add_get("/health", api.health, allow_head=False)
     routes.add_get("/metrics", api.metrics, allow_head=False)
     routes.add_get("/openapi.json", api.openapi, allow_head=False)
+    if s.faults:  # without --faults the route does not exist (404)
+        routes.add_get(FAULTS_PATH, api.get_faults, allow_head=False)
+        routes.add_post(FAULTS_PATH, api.post_faults)
+        routes.add_delete(FAULTS_PATH, api.delete_faults)
     return app
 
 
@@ -615,7 +670,8 @@ def create_app(server: Server) -> web.Application:
 JsonObject = dict[str, Any]
 
 _ERROR_TEXT = {
-    400: "`invalid`: a bad parameter (ttl_ms, key_b64, prefix_b64, limit, cursor) or header",
+    400: "`invalid`: a bad parameter (ttl_ms, key_b64, prefix_b64, limit, cursor) or header, "
+    "or a body that does not validate",
     401: "`unauthorized`: a password is set and `Authorization: Bearer <password>` is "
     "missing or wrong",
     404: "`not_found`: no such key, or no such keyspace",
@@ -925,8 +981,98 @@ def _keyspace_operations() -> JsonObject:
     }
 
 
-def openapi_document() -> JsonObject:
-    """The OpenAPI 3.1 description of every route ``create_app`` registers."""
+_FAULT_SCHEMAS: JsonObject = {
+    "LinkFault": {
+        "type": "object",
+        "required": ["to", "mode"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {**_STRING, "description": 'a peer node id, or "*" for every peer'},
+            "direction": {
+                "enum": ["out", "in", "both"],
+                "default": "both",
+                "description": "out: frames to the peer; in: frames from the peer",
+            },
+            "mode": {"enum": ["blackhole", "drop", "delay"]},
+            "rate": {
+                "type": "number", "minimum": 0, "maximum": 1,
+                "description": "mode drop only (required there): probability a frame is lost",
+            },
+            "delay_ms": {
+                "type": "integer", "minimum": 0, "maximum": DELAY_MS_MAX,
+                "description": "mode delay only (required there): how long each frame is held",
+            },
+        },
+    },
+    "FaultRequest": {
+        "oneOf": [
+            {
+                "type": "object", "required": ["link"], "additionalProperties": False,
+                "properties": {"link": _ref("schemas", "LinkFault")},
+            },
+            {
+                "type": "object", "required": ["clock_offset_ms"], "additionalProperties": False,
+                "properties": {
+                    "clock_offset_ms": {
+                        "type": "integer",
+                        "minimum": -CLOCK_OFFSET_MS_MAX,
+                        "maximum": CLOCK_OFFSET_MS_MAX,
+                        "description": "added to the wall clock the node's core sees",
+                    }
+                },
+            },
+        ]
+    },
+    "Faults": {
+        "type": "object",
+        "required": ["links", "clock_offset_ms", "counters"],
+        "properties": {
+            "links": {
+                "type": "array",
+                "items": _ref("schemas", "LinkFault"),
+                "description": "one entry per (to, direction), direction out or in",
+            },
+            "clock_offset_ms": _INTEGER,
+            "counters": _INTEGERS,
+        },
+    },
+}  # fmt: skip
+
+
+def _fault_operations() -> JsonObject:
+    """``/v1/admin/faults``: present only under ``serve --faults``."""
+    faults = _json("Faults", "The faults now active, and the frames they dropped or delayed.")
+    note = " Exists only when the node runs with `--faults` (tests only; see docs/faults.md)."
+    return {
+        "get": {
+            "summary": "List the injected faults",
+            "description": "Link faults, the clock offset, fault counters." + note,
+            "operationId": "listFaults",
+            "responses": {"200": faults, **_errors(401, 500)},
+        },
+        "post": {
+            "summary": "Inject a fault: a link fault, or a clock offset",
+            "description": "A link fault replaces the one on the same (to, direction); a "
+            "fault naming a peer takes precedence over the `*` one." + note,
+            "operationId": "addFault",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("schemas", "FaultRequest")}},
+            },
+            "responses": {"200": faults, **_errors(400, 401, 413, 500)},
+        },
+        "delete": {
+            "summary": "Clear every fault and the clock offset (held frames go at once)",
+            "description": "Heals every link of this node." + note,
+            "operationId": "clearFaults",
+            "responses": {"200": faults, **_errors(401, 500)},
+        },
+    }
+
+
+def openapi_document(*, faults: bool = False) -> JsonObject:
+    """The OpenAPI 3.1 description of every route ``create_app`` registers
+    (``/v1/admin/faults`` only when ``faults``, as with ``serve --faults``)."""
     health = _get("health", "Liveness and key count", _json("Health", "")["content"], 500, 503)
     health["get"]["security"] = []  # no password needed, even when one is set
     text = {"text/plain": {"schema": _STRING}}
@@ -949,11 +1095,12 @@ def openapi_document() -> JsonObject:
             "/metrics": _get("metrics", "Prometheus metrics (text format)", text, 401, 500),
             "/openapi.json": _get("openapi", "This document",
                                   {"application/json": {"schema": {"type": "object"}}}, 401, 500),
+            **({FAULTS_PATH: _fault_operations()} if faults else {}),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "parameters": _PARAMETERS,
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **(_FAULT_SCHEMAS if faults else {})},
             "responses": {
                 f"E{status}": _json("Error", meaning)
                 for status, meaning in _ERROR_TEXT.items()

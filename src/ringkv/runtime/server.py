@@ -30,6 +30,7 @@ from ringkv.core.messages import Message
 from ringkv.core.node import Node
 from ringkv.frontend.commands import VERSION_TEXT, Session
 from ringkv.frontend.resp import ParserLimits
+from ringkv.runtime.faults import FAULT_COUNTER_NAMES, LinkFaults
 from ringkv.runtime.host import NodeHost, now_ms
 from ringkv.runtime.metrics import Metrics
 from ringkv.runtime.resp_server import RespConnection
@@ -72,6 +73,8 @@ class ServerSettings:
     cluster_name: str = "ringkv"
     cluster_secret_file: str | None = None
     cluster_secret: str | None = None  # for tests; logged with a warning
+    # POST/DELETE /v1/admin/faults (runtime/faults.py): for tests, never production.
+    faults: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -123,6 +126,8 @@ class Server:
         self.parser_limits = ParserLimits(
             bulk_max_bytes=max(settings.max_value_bytes, settings.max_key_bytes) + 64 * 1024
         )
+        # Link faults the transport consults; None unless `--faults`.
+        self.link_faults = LinkFaults() if settings.faults else None
         self.metrics = Metrics()
         self.stats = Stats()
         self.resp_connections: dict[int, RespConnection] = {}
@@ -140,7 +145,7 @@ class Server:
     # -- ServerView ---------------------------------------------------------
 
     def now_ms(self) -> int:
-        return now_ms()
+        return self.host.now_ms()  # with any injected clock offset, as the core sees it
 
     def now_us(self) -> int:
         return time.time_ns() // 1000
@@ -274,6 +279,18 @@ class Server:
             "ring_epoch": node.ring.epoch,
             "hints_pending": node.hints_pending(),
             **dataclasses.asdict(node.stats),
+            **self._info_faults(),
+        }
+
+    def _info_faults(self) -> dict[str, object]:
+        if self.link_faults is None:
+            return {}
+        counters = self.transport.counters if self.transport is not None else {}
+        return {
+            "faults_enabled": 1,
+            "fault_links": len(self.link_faults),
+            "clock_offset_ms": self.host.clock_offset_ms,
+            **{name: counters.get(name, 0) for name in FAULT_COUNTER_NAMES},
         }
 
     def _register_gauges(self) -> None:
@@ -286,6 +303,10 @@ class Server:
         m.counters["evicted_keys"] = lambda: getattr(self.engine, "evicted_keys", 0)
         m.counters["group_commits"] = lambda: self.host.commits
         m.counters["protocol_errors"] = lambda: self.stats.protocol_errors
+        links = self.link_faults
+        if links is not None:
+            m.gauges["fault_clock_offset_ms"] = lambda: self.host.clock_offset_ms
+            m.gauges["fault_links"] = lambda: len(links)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -299,6 +320,11 @@ class Server:
         self.resp_port = _bound_port(self._resp_server)
         await self._start_http()
         await self._start_cluster()
+        if s.faults:
+            log.warning(
+                "fault injection is on (--faults): /v1/admin/faults can partition this node "
+                "and skew its clock; for tests only, never in production"
+            )
         self._sweeper = asyncio.create_task(self._sweep_connections())
         log.info(
             "ringkv %s node %s: RESP on %s:%d, HTTP on http://%s:%d, engine %s, fsync %s",
@@ -322,7 +348,9 @@ class Server:
                 )
             log.info("no cluster secret: a single node, peers refused")
             return
-        transport = Transport(s.node_id, s.cluster_name, secret, self.host.on_message)
+        transport = Transport(
+            s.node_id, s.cluster_name, secret, self.host.on_message, faults=self.link_faults
+        )
         self.peer_port = await transport.start(s.host, s.peer_port)
         self.transport = transport
         advertise = s.advertise_addr or f"{s.host}:{self.peer_port}"
@@ -378,7 +406,7 @@ class Server:
         s = self.settings
         while True:
             await asyncio.sleep(1.0)
-            now = now_ms()
+            now = self.now_ms()  # the clock the sessions' times were taken with
             for conn in list(self.resp_connections.values()):
                 idle_ms = now - conn.session.last_active_ms
                 if conn.pending:
@@ -413,7 +441,7 @@ class Server:
             assert isinstance(self._http_runner, web.AppRunner)
             await self._http_runner.cleanup()
         if self.node.membership is not None:
-            self.node.membership.leave(now_ms())
+            self.node.membership.leave(self.now_ms())
             self.host.end_turn()  # send the Left rumour
             await asyncio.sleep(0.05)
         if self.transport is not None:

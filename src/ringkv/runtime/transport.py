@@ -30,6 +30,11 @@ closes the connection and is counted (rule 9).
 The cluster secret lives only inside a ``ClusterSecret``, whose repr hides it
 and which computes MACs without handing the bytes out: it never reaches a
 log line, an exception message or a repr.
+
+For tests only (``serve --faults``), a transport made with a ``LinkFaults``
+table loses or holds frames per link, by the peer's authenticated id:
+outbound ones as they reach the head of the send queue, inbound ones as they
+are read (runtime/faults.py, docs/faults.md). Handshakes are never affected.
 """
 
 from __future__ import annotations
@@ -48,11 +53,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
 from ringkv.core import codec
 from ringkv.core.messages import Message
+from ringkv.runtime.faults import (
+    FAULT_COUNTER_NAMES,
+    DelayLine,
+    Direction,
+    LinkFault,
+    LinkFaults,
+    LinkMode,
+)
 
 __all__ = [
     "COUNTER_NAMES",
@@ -113,6 +127,7 @@ COUNTER_NAMES = (
     "send_dropped_forgotten",
     "delivered_local",
     "on_message_errors",
+    *FAULT_COUNTER_NAMES,
 )
 
 _HEADER = struct.Struct(">I")
@@ -318,11 +333,20 @@ class _PeerLink:
     """One peer's outbound side: its bounded queue of encoded frames and the
     task that connects, handshakes and writes them."""
 
-    __slots__ = ("failures", "node_id", "queue", "queued_bytes", "task", "wakeup", "writer")
+    __slots__ = (
+        "failures", "node_id", "queue", "queued_at", "queued_bytes", "remote_id", "task",
+        "wakeup", "writer",
+    )  # fmt: skip
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
+        # The authenticated id of the node at the other end: node_id, or, for
+        # a seed dialled by address ("addr:host:port"), whoever answered.
+        self.remote_id = node_id
         self.queue: deque[bytes] = deque()
+        # Event-loop time each queued frame was queued at, kept only with
+        # fault injection on (a delay fault holds a frame until then + delay).
+        self.queued_at: deque[float] = deque()
         self.queued_bytes = 0
         self.wakeup = asyncio.Event()
         self.writer: asyncio.StreamWriter | None = None
@@ -349,6 +373,7 @@ class Transport:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,  # a restarted peer is found again within this
         rng: random.Random | None = None,
+        faults: LinkFaults | None = None,
     ) -> None:
         if not 0 < len(node_id.encode()) <= NAME_MAX_BYTES:
             raise ValueError(f"node id must be 1..{NAME_MAX_BYTES} bytes")
@@ -373,6 +398,9 @@ class Transport:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
+        # Fault injection (runtime/faults.py, `serve --faults`); None: off.
+        self.faults = faults
+        self._held_inbound: dict[str, DelayLine[Message]] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.port: int | None = None
         self._addresses: dict[str, tuple[str, int]] = {}
@@ -413,6 +441,7 @@ class Transport:
         if link is not None:
             self._count("send_dropped_forgotten", len(link.queue))
             link.queue.clear()
+            link.queued_at.clear()
             if link.task is not None:
                 link.task.cancel()
 
@@ -446,9 +475,11 @@ class Transport:
             len(link.queue) >= self.send_queue_max
             or link.queued_bytes + len(body) > self.send_queue_max_bytes
         ):
-            return self._drop("send_dropped_queue_full")
+            return self._drop(self._queue_full_counter(link))
         link.queue.append(body)
         link.queued_bytes += len(body)
+        if self.faults is not None:
+            link.queued_at.append(asyncio.get_running_loop().time())
         link.wakeup.set()
         return True
 
@@ -461,6 +492,95 @@ class Transport:
         """Peers with an authenticated outbound connection, sorted."""
         return sorted(peer for peer, link in self._links.items() if link.writer is not None)
 
+    # -- fault injection (runtime/faults.py; only with `faults`) ---------------
+
+    def set_link_fault(self, fault: LinkFault) -> None:
+        """Start ``fault``, replacing the one on the same (peer, direction).
+
+        A blackhole on ``in`` also loses the frames already held from those
+        peers; queued outbound frames are judged as they reach the head of
+        their queue, so an ``out`` blackhole loses them too."""
+        assert self.faults is not None, "the transport was made without fault injection"
+        self.faults.set(fault)
+        for peer, line in list(self._held_inbound.items()):
+            held = self.faults.find(peer, Direction.IN)
+            if held is not None and held.mode is LinkMode.BLACKHOLE:
+                self._count("fault_dropped_in", line.discard())
+                del self._held_inbound[peer]
+        self._wake_links()
+
+    def clear_link_faults(self) -> None:
+        """End every link fault; frames held by a delay go now, in order."""
+        assert self.faults is not None, "the transport was made without fault injection"
+        self.faults.clear()
+        lines, self._held_inbound = self._held_inbound, {}
+        for line in lines.values():
+            line.flush()
+        self._wake_links()
+
+    def _wake_links(self) -> None:
+        """Let every pump judge its queue again under the new faults."""
+        for link in self._links.values():
+            link.wakeup.set()
+
+    def _queue_full_counter(self, link: _PeerLink) -> str:
+        """A full queue behind a delay fault is the fault's doing: count it so."""
+        if self.faults is not None:
+            fault = self.faults.find(link.remote_id, Direction.OUT)
+            if fault is not None and fault.mode is LinkMode.DELAY:
+                return "fault_delay_dropped"
+        return "send_dropped_queue_full"
+
+    def _admit_inbound(self, peer_id: str, message: Message) -> bool:
+        """Under an ``in`` fault: False when ``message`` is lost or held (it is
+        then delivered later by the peer's delay line, in order)."""
+        assert self.faults is not None
+        line = self._held_inbound.get(peer_id)
+        fault = self.faults.find(peer_id, Direction.IN)
+        hold_s = self.faults.verdict(fault) if fault is not None else 0.0
+        if hold_s is None:
+            self._count("fault_dropped_in")
+            return False
+        if hold_s == 0 and line is None:
+            return True
+        if line is None:
+            line = self._held_inbound[peer_id] = DelayLine(
+                lambda held: self._release_inbound(peer_id, held), self.faults.delay_queue_max
+            )
+        if not line.push(message, asyncio.get_running_loop().time() + hold_s):
+            self._count("fault_delay_dropped")
+        return False
+
+    def _release_inbound(self, peer_id: str, message: Message) -> None:
+        line = self._held_inbound.get(peer_id)
+        if line is not None and not line:
+            del self._held_inbound[peer_id]  # emptied: the next frame may pass directly
+        self._count("fault_delayed_in")
+        self._deliver(message)
+
+    def _judge_outbound(self, link: _PeerLink) -> float | None:
+        """The fate of the frame at the head of ``link``'s queue under its
+        ``out`` fault: 0 to send it now, seconds to wait before judging it
+        again, or None when it was lost (taken off the queue and counted)."""
+        assert self.faults is not None
+        fault = self.faults.find(link.remote_id, Direction.OUT)
+        if fault is None:
+            return 0.0
+        hold_s = self.faults.verdict(fault)
+        if hold_s is None:
+            body = link.queue.popleft()
+            link.queued_at.popleft()
+            link.queued_bytes -= len(body)
+            self._count("fault_dropped_out")
+            return None
+        if hold_s == 0:
+            return 0.0
+        wait_s = link.queued_at[0] + hold_s - asyncio.get_running_loop().time()
+        if wait_s <= 0:
+            self._count("fault_delayed_out")
+            return 0.0
+        return wait_s
+
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every task (bounded)."""
         if self._closing:
@@ -472,6 +592,9 @@ class Transport:
         tasks += list(self._inbound)
         for task in tasks:
             task.cancel()
+        for line in self._held_inbound.values():
+            line.discard()
+        self._held_inbound.clear()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
         if self._server is not None:
@@ -548,7 +671,8 @@ class Transport:
 
     async def _handshake_as_initiator(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_id: str
-    ) -> None:
+    ) -> str:
+        """Returns the responder's authenticated node id."""
         mine = self._hello()
         writer.write(_frame(mine.pack()))
         theirs = _parse_hello(await _read_frame(reader, HANDSHAKE_FRAME_MAX_BYTES))
@@ -564,6 +688,7 @@ class Transport:
         expected = self._secret.mac(_proof_input(self.cluster_name, mine, theirs, _RESPONDER))
         if not hmac.compare_digest(their_proof, expected):
             await self._refuse(writer, "handshake_refused_proof", f"{peer_id} gave a wrong proof")
+        return theirs.node_id
 
     async def _handshake_as_responder(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -644,6 +769,8 @@ class Transport:
                 return
             self._count("frames_received")
             self._count("bytes_received", _HEADER.size + len(body))
+            if self.faults is not None and not self._admit_inbound(peer_id, message):
+                continue
             self._deliver(message)
 
     # -- outbound -------------------------------------------------------------
@@ -667,7 +794,7 @@ class Transport:
                 link.failures += 1
                 continue
             link.failures = 0
-            reader, writer = streams
+            reader, writer, link.remote_id = streams
             link.writer = writer
             try:
                 await self._pump(link, reader, writer)
@@ -680,7 +807,8 @@ class Transport:
 
     async def _connect(
         self, peer_id: str
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None:
+        """An authenticated connection and the id of the node that answered."""
         address = self._addresses.get(peer_id)
         if address is None:
             return None
@@ -691,7 +819,7 @@ class Transport:
                 reader, writer = await asyncio.open_connection(host, port)
             _keepalive(writer)
             async with asyncio.timeout(self.handshake_timeout_s):
-                await self._handshake_as_initiator(reader, writer, peer_id)
+                remote_id = await self._handshake_as_initiator(reader, writer, peer_id)
         except (OSError, asyncio.IncompleteReadError, _Refused, _FrameTooBig) as exc:
             if writer is None:
                 self._count("connect_failures")
@@ -703,7 +831,7 @@ class Transport:
         self._count("connects")
         self._count("handshakes_ok")
         log.info("%s: connected to %s at %s:%d", self.node_id, peer_id, host, port)
-        return reader, writer
+        return reader, writer, remote_id
 
     async def _pump(
         self, link: _PeerLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -713,17 +841,19 @@ class Transport:
         gone = asyncio.ensure_future(reader.read(1))
         try:
             while True:
-                if not link.queue:
-                    link.wakeup.clear()
-                    woken = asyncio.ensure_future(link.wakeup.wait())
-                    try:
-                        await asyncio.wait({woken, gone}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        woken.cancel()
+                hold_s: float | None = None  # None: until woken
+                if link.queue:
+                    hold_s = self._judge_outbound(link) if self.faults is not None else 0.0
+                    if hold_s is None:  # lost to a fault; judge the next frame
+                        continue
+                if hold_s != 0:
+                    await self._wait_for_wakeup(link, gone, hold_s)
                     if gone.done():
                         return
                     continue
                 body = link.queue.popleft()
+                if self.faults is not None:
+                    link.queued_at.popleft()
                 link.queued_bytes -= len(body)
                 writer.write(_frame(body))
                 self._count("frames_sent")
@@ -735,3 +865,18 @@ class Transport:
             gone.cancel()
             if gone.done() and not gone.cancelled():
                 gone.exception()  # retrieved, so asyncio does not log it
+
+    @staticmethod
+    async def _wait_for_wakeup(
+        link: _PeerLink, gone: asyncio.Future[Any], timeout_s: float | None
+    ) -> None:
+        """Until something is queued (or the faults change), the peer goes
+        away, or ``timeout_s`` (a delay fault's hold) passes."""
+        link.wakeup.clear()
+        woken: asyncio.Future[Any] = asyncio.ensure_future(link.wakeup.wait())
+        try:
+            await asyncio.wait(
+                {woken, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            woken.cancel()
