@@ -346,6 +346,29 @@ def test_a_crashed_node_is_declared_dead_by_everyone_within_the_bound() -> None:
     assert all(s is not DEAD for _, _, who, s in cluster.log if who != "n5")
 
 
+@pytest.mark.parametrize("minority", [("n0",), ("n0", "n1")])
+def test_both_sides_of_a_healed_partition_find_each_other_again(minority: tuple[str, ...]) -> None:
+    """Each side declares the other dead; dead members are not probed, so
+    only the reconnect push-pull (Serf's) brings them back after the heal,
+    even for a minority without seeds (n0 is everyone's seed, not its own)."""
+    cluster = start_cluster(5, seed=4)
+    others = [i for i in cluster.nodes if i not in minority]
+    for a in minority:
+        for b in others:
+            cluster.cut[(a, b)] = cluster.cut[(b, a)] = True
+    cluster.run_until(
+        lambda: (
+            all(cluster.nodes[o].state_of(a) is DEAD for o in others for a in minority)
+            and all(cluster.nodes[a].state_of(o) is DEAD for o in others for a in minority)
+        ),
+        limit_ms=60_000,
+    )
+    cluster.cut.clear()
+    took = cluster.run_until(cluster.converged, limit_ms=4 * CONFIG.reconnect_interval_ms)
+    print(f"\n{'+'.join(minority)} back with the others {took} ms after the heal")
+    assert sum(n.stats["reconnects"] for n in cluster.nodes.values()) > 0
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_no_live_node_is_declared_dead_under_ten_percent_loss(seed: int) -> None:
     cluster = start_cluster(8, seed=seed)

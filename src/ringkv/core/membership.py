@@ -123,6 +123,11 @@ class MembershipConfig:
     push_pull_interval_ms: int = 30_000
     # While no other member is known, resend our state to the seeds this often.
     join_retry_ms: int = 1000
+    # Push-pull with one random *dead* member this often (Serf's reconnect):
+    # dead members are not probed, so without it two sides of a healed
+    # partition that each declared the other dead would stay apart. The dead
+    # member refutes our view of it and comes back alive. 0 disables.
+    reconnect_interval_ms: int = 3000
     # This node's metadata, gossiped with it.
     zone: str = ""
     weight: int = 1
@@ -143,6 +148,8 @@ class MembershipConfig:
             raise ConfigError("sync_members_max must be at least piggyback_max")
         if self.push_pull_interval_ms < 0 or self.join_retry_ms < 1:
             raise ConfigError("push_pull_interval_ms >= 0 and join_retry_ms >= 1")
+        if self.reconnect_interval_ms < 0:
+            raise ConfigError("reconnect_interval_ms must not be negative")
         if not 0 <= self.weight <= _WEIGHT_MAX:
             raise ConfigError(f"weight must be between 0 and {_WEIGHT_MAX}")
         if max(len(self.zone), len(self.host)) > _TEXT_MAX:
@@ -366,6 +373,7 @@ class Membership:
         self._next_probe_ms = now_ms + rng.randrange(config.probe_interval_ms)
         self._next_push_pull_ms = now_ms + config.push_pull_interval_ms
         self._next_join_ms = now_ms
+        self._next_reconnect_ms = now_ms + config.reconnect_interval_ms
         self._enqueue(self._update_of(self._me, MemberState.ALIVE, self_id))
         self._maybe_join(now_ms)
 
@@ -462,6 +470,7 @@ class Membership:
         self._expire_suspicions(now_ms)
         self._maybe_join(now_ms)
         self._maybe_push_pull(now_ms)
+        self._maybe_reconnect(now_ms)
         self._probe_tick(now_ms)
 
     def leave(self, now_ms: int) -> None:
@@ -811,6 +820,21 @@ class Membership:
             self.stats["push_pulls"] += 1
             peer = self._rng.choice(peers)
             self._send(peer, self._sync_message(want_reply=True, rows=self._sync_rows()))
+
+    def _maybe_reconnect(self, now_ms: int) -> None:
+        """Push-pull with a random dead (not left) member, which, if it is in
+        fact alive, refutes our view of it (Serf's reconnect; see the config)."""
+        if not self.config.reconnect_interval_ms or now_ms < self._next_reconnect_ms:
+            return
+        self._next_reconnect_ms = now_ms + self.config.reconnect_interval_ms
+        dead = sorted(
+            node_id for node_id, mem in self._members.items() if mem.state is MemberState.DEAD
+        )
+        if dead:
+            self.stats["reconnects"] += 1
+            mem = self._members[self._rng.choice(dead)]
+            message = self._sync_message(want_reply=True, rows=self._sync_rows())
+            self._send(self._dst(mem.node_id, mem.addr), message)
 
     def _sync_rows(self) -> list[m.GossipRow]:
         """Our row first, then the others (a random sample if too many)."""
