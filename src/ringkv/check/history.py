@@ -253,7 +253,9 @@ class Recorder:
             raise ValueError(f"a completion is ok, fail or info, not {type!r}")
         if type != OK or invoke.f != "read":
             value = invoke.value if value is None else value
-        event = self._add(invoke.process, type, invoke.f, invoke.key, value, error, invoke.node, extra)
+        event = self._add(
+            invoke.process, type, invoke.f, invoke.key, value, error, invoke.node, extra
+        )
         if type == INFO:
             for client, process in self._processes.items():
                 if process == invoke.process:
