@@ -391,6 +391,11 @@ class Membership:
     def has_left(self) -> bool:
         return self._left
 
+    @property
+    def has_seeds(self) -> bool:
+        """True when this node was started to join through seeds."""
+        return bool(self._seeds)
+
     def members(self) -> list[MemberInfo]:
         """Every member known, this node included, sorted by id."""
         return [

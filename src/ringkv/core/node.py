@@ -100,6 +100,7 @@ _HLC_KEY = b"hlc"
 _EPOCH_KEY = b"incarnation"
 _CLEAN_KEY = b"clean_stop"
 _KEYSPACE_PREFIX = b"keyspace:"
+_RING_KEY = b"ring_members"
 
 
 class Node(Coordination, Listing):
@@ -150,6 +151,17 @@ class Node(Coordination, Listing):
         # answers still queued for a previous run of this node id cannot
         # collide with this run's requests (they are also checked by sender).
         self._next_id = rng.getrandbits(48) << 8
+        # The members of the ring this node last knew, kept in the meta table:
+        # a restarted node starts with them instead of a ring of itself, which
+        # would make it acknowledge writes as a cluster of one before it
+        # hears from the others (found by `ringkv verify` on real processes).
+        # They stay on the ring until membership says they left.
+        self._remembered = {
+            m.node_id: m for m in _load_ring_members(self._meta) if m.node_id != config.node_id
+        }
+        if ring is None and self._remembered:
+            members = [Member(node_id=config.node_id), *self._remembered.values()]
+            ring = build_ring(members, epoch=ring_epoch(members))
         self.ring = ring or build_ring([Member(node_id=config.node_id)], epoch=0)
         self.cluster_size = len(self.ring.members)
         # SWIM membership (core/membership.py): drives routing and, in this
@@ -165,7 +177,11 @@ class Node(Coordination, Listing):
     def submit(self, request: Request, token: object, now_ms: int) -> None:
         """Take a client request; its reply appears in the outbox."""
         try:
-            if self.cluster_size > 1 and isinstance(request, Read | Mutate | Inspect):
+            refused = self._joining(request)
+            result: object
+            if refused is not None:
+                result = refused
+            elif self.cluster_size > 1 and isinstance(request, Read | Mutate | Inspect):
                 result = self._route(request, token, now_ms)
             elif self.cluster_size > 1 and isinstance(request, PutMany):
                 result = self._put_many_in_cluster(request, token, now_ms)
@@ -443,16 +459,42 @@ class Node(Coordination, Listing):
                 for spec in self.keyspaces.values():  # it may have missed some
                     if spec.name != DEFAULT_KEYSPACE:
                         self._messages.append((node_id, self._keyspace_message(spec)))
-        members = [
-            Member(node_id=m.node_id, weight=m.weight, zone=m.zone, host=m.host)
-            for m in self.membership.members()
-            if m.state is not MemberState.LEFT
-        ]
-        if any(m.node_id == self.config.node_id for m in members):
-            ring = build_ring(members, epoch=ring_epoch(members))
-            if ring != self.ring:
-                self.ring = ring
-                self.cluster_size = len(ring.members)
+        members: dict[str, Member] = {}
+        for m in self.membership.members():
+            if m.state is MemberState.LEFT:
+                self._remembered.pop(m.node_id, None)
+            else:
+                members[m.node_id] = Member(
+                    node_id=m.node_id, weight=m.weight, zone=m.zone, host=m.host
+                )
+        if self.config.node_id not in members:
+            return
+        for node_id, remembered in self._remembered.items():
+            members.setdefault(node_id, remembered)
+        ring = build_ring(members.values(), epoch=ring_epoch(members.values()))
+        if ring != self.ring:
+            self.ring = ring
+            self.cluster_size = len(ring.members)
+            self._remembered = {n: m for n, m in members.items() if n != self.config.node_id}
+            self._meta.put(_RING_KEY, _pack_ring_members(ring.members), 0)
+
+    def _joining(self, request: Request) -> OpError | None:
+        """A node started to join a cluster refuses data requests until it has
+        heard from another member: as a cluster of one it would keep writes
+        that belong elsewhere."""
+        if (
+            self.cluster_size > 1
+            or self.membership is None
+            or not self.membership.has_seeds
+            or not isinstance(request, Read | Mutate | PutMany | Scan | Count | RandomKey)
+        ):
+            return None
+        return OpError(
+            ErrorKind.UNAVAILABLE,
+            "this node is still joining the cluster (no other member heard from yet); "
+            "retry in a moment",
+            code="UNAVAILABLE",
+        )
 
     def _start_incarnation(self) -> str:
         """The actor id this node's writes are dotted with, for this run.
@@ -619,6 +661,24 @@ def _load_keyspaces(meta: Table) -> dict[str, KeyspaceSpec]:
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise StorageError(f"damaged keyspace definition {key!r}: {exc}") from exc
     return found
+
+
+def _pack_ring_members(members: tuple[Member, ...]) -> bytes:
+    packed: bytes = msgpack.packb([[m.node_id, m.weight, m.zone, m.host] for m in members])
+    return packed
+
+
+def _load_ring_members(meta: Table) -> list[Member]:
+    raw = meta.get(_RING_KEY)
+    if raw is None:
+        return []
+    try:
+        return [
+            Member(node_id=str(node), weight=int(weight), zone=str(zone), host=str(host))
+            for node, weight, zone, host in msgpack.unpackb(raw)
+        ]
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise StorageError(f"damaged ring members in the meta table: {exc}") from exc
 
 
 def _describe(spec: KeyspaceSpec) -> str:
