@@ -886,3 +886,12 @@ def _register_cluster_commands() -> None:
 
 
 _register_cluster_commands()
+
+
+def _register_verify_command() -> None:
+    from ringkv.verify.cli import verify
+
+    app.command("verify")(verify)
+
+
+_register_verify_command()

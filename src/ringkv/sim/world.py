@@ -64,6 +64,7 @@ __all__ = [
 # What a node's wall clock reads at virtual time 0: 2023-11-14, so HLC
 # timestamps and expiry times look like real ones.
 EPOCH_MS = 1_700_000_000_000
+PAUSED_EVENTS_MAX = 100_000  # events held for a paused node, like a socket buffer
 STAT_NAMES = ("hints_written", "hints_delivered", "read_repairs")  # read with getattr, default 0
 
 
@@ -158,6 +159,10 @@ class _Host:
     crashes: int = 0
     # Armed by crash_before_flush: the lose_unsynced of the crash to come.
     crash_before_flush: bool | None = None
+    # While paused (SIGSTOP): the node's deliveries, ticks and client requests
+    # wait here, bounded like a socket buffer, and run when it resumes.
+    paused: bool = False
+    held: list[_Event] = field(default_factory=list)
     carried_stats: dict[str, int] = field(default_factory=dict)  # of dead incarnations
 
 
@@ -375,6 +380,7 @@ class Simulation:
         _add_stats(host.carried_stats, _node_stats(host.node))
         host.node = None
         host.crash_before_flush = None
+        host.paused, host.held = False, []
         host.crashes += 1
         lost = host.engine.unsynced_keys()
         host.engine.crash(lose_unsynced=lose_unsynced)
@@ -406,6 +412,38 @@ class Simulation:
             self._trace(f"restart {node_id}: already up")
             return
         self._start(node_id)
+
+    def pause(self, node_id: str) -> None:
+        """Stop ``node_id`` like SIGSTOP: it keeps its memory; what arrives for
+        it waits (up to ``PAUSED_EVENTS_MAX``) until ``resume``."""
+        host = self._hosts[node_id]
+        if host.node is None or host.paused:
+            self._trace(f"pause {node_id}: {'down' if host.node is None else 'already paused'}")
+            return
+        host.paused = True
+        self._trace(f"pause {node_id}")
+
+    def resume(self, node_id: str) -> None:
+        host = self._hosts[node_id]
+        if not host.paused:
+            self._trace(f"resume {node_id}: not paused")
+            return
+        host.paused = False
+        held, host.held = host.held, []
+        self._trace(f"resume {node_id} ({len(held)} events held)")
+        for event in held:
+            self._push(self.now, event)
+
+    def _hold(self, node_id: str, event: _Event) -> bool:
+        """True when ``node_id`` is paused and ``event`` was held (or dropped)."""
+        host = self._hosts[node_id]
+        if not host.paused:
+            return False
+        if len(host.held) < PAUSED_EVENTS_MAX:
+            host.held.append(event)
+        else:
+            self._trace(f"drop event for paused {node_id} (buffer full)")
+        return True
 
     def set_clock_offset(self, node_id: str, offset_ms: int) -> None:
         self._hosts[node_id].clock_offset_ms = offset_ms
@@ -441,6 +479,8 @@ class Simulation:
     def _on_tick(self, node_id: str, incarnation: int) -> None:
         host = self._hosts[node_id]
         if host.node is None or host.incarnation != incarnation:
+            return
+        if self._hold(node_id, _Tick(node_id, incarnation)):
             return
         host.node.tick(self.node_now(node_id))
         self._turn(node_id)
@@ -494,6 +534,8 @@ class Simulation:
             self.network.lost_at_down_node(delivery)
             state = "down" if host.node is None else "restarted"
             self._trace(f"drop {label} ({state})")
+            return
+        if self._hold(delivery.dst, event):
             return
         message = self.network.arrive(delivery)
         if message is None:
@@ -552,6 +594,16 @@ class Simulation:
             return
         self._in_flight[op.op_id] = (op, client)
         self._push(self.now + self.config.client_timeout_ms, _ClientTimeout(op.op_id))
+        if self._hold(
+            op.node, _Action(f"op{op.op_id} reaches {op.node}", lambda: self._submit(op))
+        ):
+            return
+        self._submit(op)
+
+    def _submit(self, op: Op) -> None:
+        node = self._hosts[op.node].node
+        if node is None or op.op_id not in self._in_flight:
+            return  # the node crashed or the client gave up meanwhile
         node.submit(_request(op), op.op_id, self.node_now(op.node))
         self._turn(op.node)
 
