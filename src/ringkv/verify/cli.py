@@ -64,6 +64,9 @@ def verify(
         typer.Option("--cluster", help="Use the running cluster in this directory."),
     ] = "",
     out: Annotated[str, typer.Option("--out", help="Where the history and report go.")] = "",
+    fsync: Annotated[
+        str, typer.Option("--fsync", help="Simulator only: always, batch or never.")
+    ] = "always",
     budget_s: Annotated[
         float, typer.Option("--checker-budget", help="Seconds for the linearizability search.")
     ] = 60.0,
@@ -79,6 +82,10 @@ def verify(
         kinds = parse_kinds(nemesis, simulated=simulate)
     except NemesisError as exc:
         _die(str(exc))
+    if fsync not in ("always", "batch", "never"):
+        _die(f"--fsync must be always, batch or never, not {fsync!r}")
+    if fsync != "always" and not simulate:
+        _die("--fsync applies to the simulator; real nodes keep the fsync they were started with")
     chosen_mode = mode or ("causal" if workload == "siblings" else "lww")
     if chosen_mode not in ("lww", "causal"):
         _die(f"--mode must be lww or causal (strong keyspaces come with CASPaxos), not {mode!r}")
@@ -96,6 +103,7 @@ def verify(
         processes=processes,
         recovery_s=recovery_s,
         checker_budget_s=budget_s,
+        fsync=fsync,
     )
     console.print(f"[bold]verify[/] {options.describe()}")
     started = time.monotonic()
