@@ -87,6 +87,10 @@ PROTOCOL_VERSION = 1
 # sibling set, so room for two full values plus 64 KiB of key and fields.
 FRAME_MAX_BYTES_DEFAULT = 16 * 1024 * 1024 + 64 * 1024
 SEND_QUEUE_MAX_DEFAULT = 1024  # messages per peer
+# A connection whose socket accepts no bytes for this long is given up and
+# redialled (a peer that is stopped, or a half-dead connection the kernel has
+# not reported yet): the queue behind it must not wait forever.
+WRITE_STALL_S = 10.0
 SEND_QUEUE_MAX_BYTES_DEFAULT = 64 * 1024 * 1024  # per peer: four maximal frames
 INBOUND_CONNECTIONS_MAX_DEFAULT = 256  # a cluster's members plus reconnect overlap
 HANDSHAKE_FRAME_MAX_BYTES = 512  # before authentication a stranger gets no more
@@ -104,6 +108,7 @@ COUNTER_NAMES = (
     "connects",
     "connect_failures",
     "disconnects",
+    "write_stalls",
     "handshakes_ok",
     "handshake_timeouts",
     "handshake_failed",
@@ -858,7 +863,14 @@ class Transport:
                 writer.write(_frame(body))
                 self._count("frames_sent")
                 self._count("bytes_sent", _HEADER.size + len(body))
-                await writer.drain()  # back-pressure from the socket buffer
+                try:  # back-pressure from the socket buffer, bounded
+                    async with asyncio.timeout(WRITE_STALL_S):
+                        await writer.drain()
+                except TimeoutError:
+                    self._count("write_stalls")
+                    log.info("%s: no bytes to %s accepted in %.0f s", self.node_id,
+                             link.node_id, WRITE_STALL_S)  # fmt: skip
+                    return
         except (OSError, asyncio.IncompleteReadError):
             return
         finally:

@@ -428,52 +428,64 @@ class _Driver:
             self.touched.update(spec.members)
         elif not spec.members:
             self.touched.add(spec.key)
+        more: dict[str, Any] = {}  # what the operation saw before it wrote (siblings)
         try:
             conn = await self._connection(client, node)
-            value, more = await asyncio.wait_for(self._execute(conn, spec), OP_TIMEOUT_S)
+            value = await asyncio.wait_for(self._execute(conn, spec, more), OP_TIMEOUT_S)
         except ResponseError as exc:
             text = str(exc)
             kind = FAIL if text.split(" ", 1)[0] in _DEFINITE else INFO
-            event = self.recorder.complete(invoke, kind, error=text)
+            event = self.recorder.complete(invoke, self._unsent(kind, more), error=text, **more)
         except (RedisConnectionError, ConnectionRefusedError) as exc:
             await self._drop(client)
             # Refused before sending: certainly no effect; lost midway: unknown.
             refused = "refused" in str(exc).lower() or "connect" in str(exc).lower()
-            event = self.recorder.complete(invoke, FAIL if refused else INFO, error=str(exc))
+            kind = FAIL if refused else INFO
+            event = self.recorder.complete(invoke, self._unsent(kind, more), error=str(exc), **more)
         except (TimeoutError, RedisTimeoutError, OSError) as exc:
             await self._drop(client)
-            event = self.recorder.complete(invoke, INFO, error=f"timeout: {exc!r}")
+            kind = self._unsent(INFO, more)
+            event = self.recorder.complete(invoke, kind, error=f"timeout: {exc!r}", **more)
         else:
             event = self.recorder.complete(invoke, OK, value, **more)
         if event.type == INFO:
             await self._drop(client)  # the retired process's connection goes with it
         return event
 
-    async def _execute(self, conn: Any, spec: OpSpec) -> tuple[Any, dict[str, Any]]:
+    @staticmethod
+    def _unsent(kind: str, more: dict[str, Any]) -> str:
+        """A read-then-write that failed before its write was sent had no effect."""
+        return FAIL if more.pop("unsent", False) else kind
+
+    async def _execute(self, conn: Any, spec: OpSpec, more: dict[str, Any]) -> Any:
         workload = self.options.workload
         if spec.f == "read" and spec.members:
             values = await conn.mget(list(spec.members))
-            return sorted(int(v) for v in values if v is not None), {}
+            return sorted(int(v) for v in values if v is not None)
         if spec.f == "read" and workload == "siblings":
             _context, values = await conn.execute_command("RINGKV.SIBLINGS", spec.key)
-            return sorted(v.decode() for v in values), {}
+            return sorted(v.decode() for v in values)
         if spec.f == "read":
             raw = await conn.get(spec.key)
-            return (int(raw) if raw is not None else None), {}
+            return int(raw) if raw is not None else None
         if spec.f == "add":
             (member,) = spec.members
             await conn.set(member, str(spec.value))
-            return None, {}
+            return None
         if spec.f == "write" and workload == "siblings":
+            more["unsent"] = True
             context, values = await conn.execute_command("RINGKV.SIBLINGS", spec.key)
-            saw = sorted(v.decode() for v in values)
+            # Kept on the completion whatever happens next: a write that timed
+            # out may still supersede what it saw (the siblings checker needs it).
+            more["saw"] = sorted(v.decode() for v in values)
+            more["context"] = context.decode() if isinstance(context, bytes) else context
             args = ["RINGKV.PUT", spec.key, str(spec.value)]
             if context:
                 args += ["CONTEXT", context]
+            del more["unsent"]
             await conn.execute_command(*args)
-            ctx = context.decode() if isinstance(context, bytes) else context
-            return None, {"context": ctx, "saw": saw}
+            return None
         if spec.f == "write":
             await conn.set(spec.key, str(spec.value))
-            return None, {}
+            return None
         raise ValueError(f"no RESP mapping for {spec.f!r}")
