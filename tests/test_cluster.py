@@ -71,23 +71,26 @@ def test_writes_go_on_through_a_sigkill_and_the_node_catches_up(
 ) -> None:
     n1, n2, n3 = three
     client1 = redis.Redis(port=n1.resp_port, socket_timeout=10)
-    for i in range(300):
-        assert client1.set(f"k{i}", f"v{i}")
     client2 = redis.Redis(port=n2.resp_port, socket_timeout=10)
+    pipe = client1.pipeline(transaction=False)
+    for i in range(1000):  # at quorum, the default level
+        pipe.set(f"k{i}", f"v{i}")
+    assert all(pipe.execute())
     assert client2.get("k7") == b"v7"
     n3.kill9()
+    # Keep writing through n1 and reading through n2, at quorum (W = R = 2 of 3).
     longest_gap, last_ok = 0.0, time.monotonic()
-    for i in range(300, 600):  # at quorum (W = 2 of 3) with one node dead
+    for i in range(1000, 1300):
         assert client1.set(f"k{i}", f"v{i}")
+        assert client2.get(f"k{i - 500}") == f"v{i - 500}".encode()
         now = time.monotonic()
         longest_gap, last_ok = max(longest_gap, now - last_ok), now
-    assert client2.get("k450") == b"v450"
-    print(f"longest gap between successful writes after SIGKILL: {longest_gap * 1000:.0f} ms")
+    print(f"longest gap between successful operations after SIGKILL: {longest_gap * 1000:.0f} ms")
     # Restart n3 on its data; every sampled key reaches it (queued copies or read repair).
     secret = str(tmp_path / "secret")
     three[2] = start_node(tmp_path, "n3", secret, n1)
     poll(lambda: cluster_size(three[2]) == 3, 20, "n3 back in the cluster")
-    sample = [f"k{i}" for i in range(0, 600, 37)]
+    sample = [f"k{i}" for i in range(0, 1300, 37)]
     for key in sample:
         client1.get(key)  # a quorum read repairs a stale replica
     poll(
@@ -273,7 +276,8 @@ def test_scan_keys_and_dbsize_are_cluster_wide(three: list[ServerProcess]) -> No
 def test_hints_survive_a_sigkill_of_the_node_that_holds_them(tmp_path: Path) -> None:
     """Five nodes, N = 3: a home replica is down, a fallback keeps hints;
     that fallback is killed and restarted before it can deliver them, and
-    the home replica still gets every acknowledged write once it returns."""
+    the home replica still gets every acknowledged write once it returns,
+    from hints alone (before any read could repair it)."""
     secret = secret_file(tmp_path, "secret", "s3cret-for-the-cluster-tests-0123")
     n1 = start_node(tmp_path, "n1", secret, None)
     nodes = [n1] + [start_node(tmp_path, f"n{i}", secret, n1) for i in range(2, 6)]
@@ -294,26 +298,49 @@ def test_hints_survive_a_sigkill_of_the_node_that_holds_them(tmp_path: Path) -> 
                 body = json.loads(reply.read())
             return next(m["hints_pending"] for m in body["members"] if m["id"] == body["node"])
 
+        def hint_info(node: ServerProcess) -> dict[str, int]:
+            info = redis.Redis(port=node.resp_port, socket_timeout=5).info("ringkv")
+            return {k: int(v) for k, v in info.items() if "hint" in k}
+
         poll(lambda: sum(pending(n) for n in nodes[:4]) > 0, 20, "hints written for n5")
-        holder_index = max(range(4), key=lambda i: pending(nodes[i]))
-        held = pending(nodes[holder_index])
+        # The fallback that took the most hinted copies for n5 (coordinators
+        # hold hints too: their own, for the homes they did not hear from).
+        written = [hint_info(n)["hints_written"] for n in nodes[:4]]
+        holder_index = max(range(4), key=lambda i: written[i])
+        # Killed at once: it also coordinated writes less than
+        # replica_timeout_ms ago, whose copy for n5 no fallback holds yet.
+        before = hint_info(nodes[holder_index])
         nodes[holder_index].kill9()
         nodes[holder_index] = start_node(
             tmp_path, f"n{holder_index + 1}", secret, n1 if holder_index else nodes[1]
         )
-        assert pending(nodes[holder_index]) == held  # durable: nothing lost in the crash
-        nodes[4] = start_node(tmp_path, "n5", secret, n1)
+        # Durable: nothing lost in the crash. Only a coordinator's self-hints
+        # whose home had the write already (covered, not yet cleared) may have
+        # gone before the kill; since the restart, hints may have been delivered.
+        after = hint_info(nodes[holder_index])
+        kept = before["hints_pending"] - (
+            before["self_hints_covered"] - before["self_hints_cleared"]
+        )
+        assert after["hints_pending"] + after["hints_delivered"] >= kept > 0
+        nodes[4] = start_node(tmp_path, "n5", secret, nodes[0])  # n1 may have restarted
         poll(lambda: all(pending(n) == 0 for n in nodes), 40, "every hint delivered")
-        home_keys = [k for k in keys if "n5" in replicas(nodes[1], k)]
+        # Hinted handoff alone brought n5 up to date: an inspection repairs
+        # nothing. (Values are compared as sets: a SET retried after a TIMEOUT
+        # may have landed twice, as two concurrent versions of one value.)
+        # Asked through a node that never restarted: peers may take a while
+        # to learn a restarted node's new address, and answer it late.
+        observer = nodes[2] if holder_index != 2 else nodes[3]
+        reports = {k: replicas(observer, k) for k in keys}
+        home_keys = [k for k in keys if "n5" in reports[k]]
         assert home_keys, "n5 is a home replica of some keys"
-        # Nothing acknowledged is lost: every key reads back at `all` (which
-        # also repairs a home replica that a hint did not reach; see the note
-        # on issue 4 about a few keys found missing on n5 before these reads).
-        reader = redis.Redis(port=nodes[2].resp_port, socket_timeout=10)
+        missing = [k for k in home_keys if set(reports[k]["n5"]) != {f"v-{k}"}]
+        assert not missing, f"n5 lacks {len(missing)} of {len(home_keys)} keys: {missing}"
+        # Nothing acknowledged is lost: every key reads back at `all`.
+        reader = redis.Redis(port=observer.resp_port, socket_timeout=10)
         assert reader.execute_command("RINGKV.CONSISTENCY", "all") == b"OK"
         for key in keys:
             poll(lambda key=key: reader.get(key) == f"v-{key}".encode(), 20, f"GET {key} at all")
-        assert all(replicas(nodes[1], k)["n5"] == [f"v-{k}"] for k in home_keys)
+        assert all(set(replicas(observer, k)["n5"]) == {f"v-{k}"} for k in home_keys)
     finally:
         for node in nodes:
             node.terminate()

@@ -68,6 +68,15 @@ class Cluster:
                     self.nodes[node_id].tick(self.now)
             self.pump()
 
+    def restart(self, node_id: str) -> None:
+        """SIGKILL and restart: what was committed survives (the pump flushes
+        before anything leaves a node); memory and messages to it are lost."""
+        old = self.nodes[node_id]
+        self.queue = [(dst, data) for dst, data in self.queue if dst != node_id]
+        new = Node(old.config, old.engine, random.Random(self.now), self.now, ring=old.ring)
+        new.keyspaces.update(old.keyspaces)
+        self.nodes[node_id] = new
+
     def call(self, node_id: str, request: object) -> object:
         token = object()
         self.nodes[node_id].submit(request, token, self.now)  # type: ignore[arg-type]
@@ -303,3 +312,89 @@ def test_mset_in_a_cluster_is_one_write_per_key_answered_once() -> None:
     assert values(cluster.call("n3", get(b"big"))) == []
     nx = cluster.call("n2", PutMany("ks", items, only_if_all_absent=True))
     assert isinstance(nx, OpError) and nx.kind is ErrorKind.WRONG_LEVEL
+
+
+# -- a home replica's copy of an acknowledged write is never abandoned ------------
+#
+# Regression (tests/test_cluster.py::test_hints_survive_a_sigkill_of_the_node_that_holds_them):
+# a coordinator answered OK at quorum and was SIGKILLed before the third home
+# replica's copy was overdue (replica_timeout_ms), so before any fallback held a
+# hint; that replica then never got the write from hinted handoff. The
+# coordinator now keeps a durable self-hint for each home replica (handoff.py).
+
+
+def test_a_coordinator_killed_before_it_hinted_still_hands_the_write_over() -> None:
+    cluster = make_cluster(5)
+    coordinator, _, victim = homes_of(cluster, b"k")
+    cluster.down.add(victim)
+    assert cluster.call(coordinator, put(b"k", b"v")) is True  # two homes: W = 2
+    assert sum(n.stats.hints_written for n in cluster.nodes.values()) == 0  # no fallback yet
+    cluster.restart(coordinator)
+    cluster.down.discard(victim)
+    cluster.tick(3000)
+    assert stored(cluster, victim, b"k") == [b"v"]  # no read has repaired it
+    assert all(n.hints_pending() == 0 for n in cluster.nodes.values())
+
+
+def test_with_no_fallback_left_the_coordinator_hands_the_write_over_itself() -> None:
+    cluster = make_cluster(3)  # N = 3 of 3 nodes: there is no fallback at all
+    coordinator, _, victim = homes_of(cluster, b"k")
+    cluster.down.add(victim)
+    assert cluster.call(coordinator, put(b"k", b"v")) is True
+    cluster.tick(3000)  # past the write's deadline: it is over
+    assert not cluster.nodes[coordinator]._writes
+    assert cluster.nodes[coordinator].hints_pending() == 1
+    cluster.down.discard(victim)
+    cluster.tick(6000)  # past suspect_ms
+    assert stored(cluster, victim, b"k") == [b"v"]
+    assert cluster.nodes[coordinator].hints_pending() == 0
+
+
+def test_a_home_replica_that_refused_the_copy_gets_it_later() -> None:
+    # A home replica that has not learned the ring yet (it just restarted)
+    # refuses the copy (ring epoch mismatch); the write settles at once.
+    cluster = make_cluster(5)
+    coordinator, _, late = homes_of(cluster, b"k")
+    ring = cluster.nodes[late].ring
+    cluster.nodes[late].ring = build_ring([Member(node_id=late)], epoch=2)
+    assert cluster.call(coordinator, put(b"k", b"v")) is True
+    assert not cluster.nodes[coordinator]._writes  # every copy answered
+    assert stored(cluster, late, b"k") == []
+    cluster.tick(1500)  # offered again, refused again: kept
+    cluster.nodes[late].ring = ring
+    cluster.tick(1500)
+    assert stored(cluster, late, b"k") == [b"v"]
+    assert all(n.hints_pending() == 0 for n in cluster.nodes.values())
+
+
+def test_a_healthy_write_leaves_no_hint_and_sends_no_extra_copy() -> None:
+    cluster = make_cluster(5)
+    coordinator = homes_of(cluster, b"k")[0]
+    assert cluster.call(coordinator, put(b"k", b"v")) is True
+    assert cluster.delivered == 4  # two copies, two acknowledgements
+    node = cluster.nodes[coordinator]
+    assert node.stats.self_hints_written == 2
+    # Both homes acknowledged: the self-hints go at the next tick (in one
+    # commit, not one per acknowledgement), and were never offered again.
+    assert node.hints_pending() == 2
+    cluster.tick(100)
+    assert node.hints_pending() == 0 and node.stats.hints_delivered == 0
+    assert cluster.delivered == 4
+    assert cluster.call(coordinator, put(b"k", b"w", level=Level.ALL)) is True
+    assert node.stats.self_hints_written == 2  # `all` waits for every home itself
+
+
+def test_a_late_answer_and_a_fallback_for_the_same_home_count_once() -> None:
+    from ringkv.core.replication import PendingWrite, WriteTarget
+
+    pending = PendingWrite(
+        token=None, keyspace="ks", key=b"k", record=b"", result=True, needed=3, deadline_ms=1
+    )
+    pending.targets[1] = WriteTarget(node="b", home="b", sent_ms=0)
+    pending.targets[2] = WriteTarget(node="d", home="b", sent_ms=0)  # b was slow: a fallback
+    pending.targets[3] = WriteTarget(node="c", home="c", sent_ms=0)
+    assert pending.record_ack(2, True) is False  # coordinator + b (through d)
+    assert pending.record_ack(1, True) is False  # b again: still two replicas
+    assert pending.acks == 2
+    assert pending.uncovered_homes() == ["c"]
+    assert pending.record_ack(3, True) is True

@@ -100,6 +100,13 @@ class NodeStats:
     hints_written: int = 0
     hints_delivered: int = 0
     hints_refused: int = 0
+    # A coordinator's own hints for its writes (handoff.py): kept; found no
+    # longer needed (the home or a fallback acknowledged), deleted at a tick
+    # (covered - cleared are awaiting that tick); not kept, the store full.
+    self_hints_written: int = 0
+    self_hints_covered: int = 0
+    self_hints_cleared: int = 0
+    self_hints_refused: int = 0
     read_repairs: int = 0
     timeouts: int = 0
     malformed_replies: int = 0
@@ -324,6 +331,12 @@ class Coordination:
             deadline_ms=now_ms + self.config.request_timeout_ms,
             homes_only=write.homes_only,
         )
+        if pending.needed < len(homes):
+            # The client may hear OK before every home replica has the write:
+            # keep a durable hint for each (same group commit as our copy).
+            for home in homes:
+                if home != self.config.node_id:
+                    self._store_self_hint(pending, home, new)
         write_id = self._new_id()
         for home in homes:
             if home == self.config.node_id:
@@ -347,6 +360,13 @@ class Coordination:
         self._write_of_copy[req_id] = write_id
         if node != home:
             self.stats.hinted_copies_sent += 1
+        else:
+            stored = pending.self_hints.get(home)
+            if stored is not None and self._hint_bookkeeping_room():
+                # This copy is the first offer of the self-hint: no other
+                # offer of it while the write is under way.
+                storage_key = hint_key(home, pending.keyspace, pending.key)
+                self._hints_in_flight[req_id] = HintInFlight(storage_key, stored, now_ms)
         self._after_commit.append(
             (
                 node,
@@ -577,15 +597,89 @@ class Coordination:
     def _store_hint(
         self, home: str, keyspace: str, key: bytes, incoming: list[Version]
     ) -> tuple[bool, str]:
+        if self._put_hint(home, keyspace, key, incoming) is None:
+            self.stats.hints_refused += 1
+            return False, "hint store full"
+        self.stats.hints_written += 1
+        return True, ""
+
+    def _put_hint(
+        self,
+        home: str,
+        keyspace: str,
+        key: bytes,
+        incoming: list[Version],
+        packed: bytes | None = None,
+    ) -> tuple[bytes, list[Version]] | None:
+        """Merge ``incoming`` (``packed``: the same, packed, if at hand) into
+        the hint for ``home``: the stored record, packed and not; or None
+        when the store is full (hints_max)."""
         storage_key = hint_key(home, keyspace, key)
         raw = self._hints.get(storage_key)
         if raw is None and self._hints.count() >= self.config.hints_max:
-            self.stats.hints_refused += 1
-            return False, "hint store full"
-        existing = self._decode(raw) if raw is not None else []
-        self._hints.put(storage_key, pack_record(sync(existing, incoming)), 0)
-        self.stats.hints_written += 1
-        return True, ""
+            return None
+        if raw is None and packed is not None:
+            merged, stored = incoming, packed
+        else:
+            merged = sync(self._decode(raw) if raw is not None else [], incoming)
+            stored = pack_record(merged)
+        self._hints.put(storage_key, stored, 0)
+        return stored, merged
+
+    def _store_self_hint(self, pending: PendingWrite, home: str, versions: list[Version]) -> None:
+        """Keep, on this coordinator, a hint of its write for home replica
+        ``home`` (handoff.py): it outlives a crash of this node."""
+        put = self._put_hint(home, pending.keyspace, pending.key, versions, pending.record)
+        if put is None:
+            self.stats.self_hints_refused += 1
+            return
+        self.stats.self_hints_written += 1
+        stored, merged = put
+        # Only a hint that holds nothing but this write's record may go once
+        # ``home`` has that record (``_self_hint_delivered``); one that held more
+        # (say a hint kept here under another ring) is delivered as any other.
+        clearable = {v.dot for v in merged} == {v.dot for v in versions}
+        pending.self_hints[home] = stored if clearable else None
+
+    def _self_hint_delivered(
+        self, pending: PendingWrite, home: str, req_id: int, now_ms: int
+    ) -> None:
+        """``home`` has the write, or a fallback's durable hint of it: its
+        self-hint goes at the next delivery round (``_deliver_hints``), with
+        every other one in one commit: deleting it now would cost this turn a
+        commit of its own before the client's answer. Unless a later write
+        merged into it meanwhile: then it is delivered as any other hint."""
+        stored = pending.self_hints.pop(home, None)
+        if stored is None:  # none kept, or one that is not this write's alone
+            return
+        if not self._hint_bookkeeping_room():
+            return  # it stays, and is delivered as any other: a redundant copy
+        storage_key = hint_key(home, pending.keyspace, pending.key)
+        self._hints_in_flight[req_id] = HintInFlight(storage_key, stored, now_ms, delivered=True)
+        self.stats.self_hints_covered += 1
+
+    def _hint_bookkeeping_room(self) -> bool:
+        """``_hints_in_flight`` is bounded: offers (hints_per_tick per tick,
+        over hint_retry_ms) and self-hint entries, at most
+        ``pending_requests_max`` in all. Past it a self-hint is only left to
+        ordinary delivery: an extra copy to its home, never a lost one."""
+        return len(self._hints_in_flight) < self.config.pending_requests_max
+
+    def _finish_write(self, write_id: int, pending: PendingWrite) -> None:
+        """The write is over (every copy answered, or its deadline passed):
+        a home replica still without the write, nor a fallback's hint of it,
+        keeps a self-hint, which hint delivery hands over later. Never is a
+        home replica's copy silently abandoned."""
+        uncovered = [h for h in pending.uncovered_homes() if h not in pending.self_hints]
+        if uncovered:
+            versions = unpack_record(pending.record)
+            for home in uncovered:
+                self._store_self_hint(pending, home, versions)
+        for req_id in pending.targets:  # its self-hints may now be offered
+            offer = self._hints_in_flight.get(req_id)
+            if offer is not None and not offer.delivered:
+                del self._hints_in_flight[req_id]
+        self._drop_write(write_id, pending)
 
     def _on_replica_read(self, m: msg.ReplicaRead, now_ms: int) -> None:
         error = self._check_replica_message(m.ring_epoch, m.keyspace)
@@ -651,16 +745,10 @@ class Coordination:
     # never be taken for the answer to a new request.
 
     def _on_replica_write_ack(self, m: msg.ReplicaWriteAck, now_ms: int) -> None:
-        hint = self._hints_in_flight.get(m.req_id)
-        if hint is not None and parse_hint_key(hint.storage_key)[0] == m.src:
-            del self._hints_in_flight[m.req_id]
-            if m.ok and self._hints.get(hint.storage_key) == hint.record:
-                self._hints.delete(hint.storage_key)
-                self.stats.hints_delivered += 1
-            return
         write_id = self._write_of_copy.get(m.req_id)
         pending = self._writes.get(write_id) if write_id is not None else None
         if pending is None or write_id is None:
+            self._on_hint_ack(m)
             return
         target = pending.targets.get(m.req_id)
         if target is None or target.node != m.src:
@@ -669,8 +757,20 @@ class Coordination:
         if pending.record_ack(m.req_id, m.ok):
             pending.replied = True
             self._resolve(pending.token, pending.result)
+        if target.acked:
+            self._self_hint_delivered(pending, target.home, m.req_id, now_ms)
         if pending.settled:
-            self._drop_write(write_id, pending)
+            self._finish_write(write_id, pending)
+
+    def _on_hint_ack(self, m: msg.ReplicaWriteAck) -> None:
+        """The answer to a hint offered to its home replica."""
+        hint = self._hints_in_flight.get(m.req_id)
+        if hint is None or hint.delivered or parse_hint_key(hint.storage_key)[0] != m.src:
+            return
+        del self._hints_in_flight[m.req_id]
+        if m.ok and self._hints.get(hint.storage_key) == hint.record:
+            self._hints.delete(hint.storage_key)
+            self.stats.hints_delivered += 1
 
     def _on_replica_read_reply(self, m: msg.ReplicaReadReply, now_ms: int) -> None:
         read_id = self._read_of_ask.get(m.req_id)
@@ -728,7 +828,7 @@ class Coordination:
                 if not pending.replied:
                     self.stats.timeouts += 1
                     self._resolve(pending.token, timeout)
-                self._drop_write(write_id, pending)
+                self._finish_write(write_id, pending)
         for read_id, read in list(self._reads.items()):
             if now_ms >= read.deadline_ms and read.report:
                 read.replied = True
@@ -750,9 +850,15 @@ class Coordination:
         self._suspect_until[node] = now_ms + self.config.suspect_ms
 
     def _deliver_hints(self, now_ms: int) -> None:
-        """Offer a bounded number of hints to their home replicas."""
+        """Delete the self-hints found delivered since the last round (in one
+        commit), then offer a bounded number of hints to their home replicas."""
         for req_id, hint in list(self._hints_in_flight.items()):
-            if now_ms - hint.sent_ms >= self.config.hint_retry_ms:
+            if hint.delivered:
+                del self._hints_in_flight[req_id]
+                if self._hints.get(hint.storage_key) == hint.record:
+                    self._hints.delete(hint.storage_key)
+                    self.stats.self_hints_cleared += 1
+            elif now_ms - hint.sent_ms >= self.config.hint_retry_ms:
                 del self._hints_in_flight[req_id]
         if not self._hints.count():
             return

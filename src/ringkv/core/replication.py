@@ -16,7 +16,11 @@ A replica that does not answer within ``replica_timeout_ms`` is *suspected*
 sent to the next healthy node on the ring with a hint naming the home replica
 it stands in for. When the request deadline passes with fewer than W
 acknowledgements the client gets TIMEOUT, an unknown outcome (the write may
-yet be on some replicas), never a definite failure.
+yet be on some replicas), never a definite failure. Each home replica counts
+once toward W, whether it answered itself, through a fallback, or both. A
+home replica that the client's OK did not wait for is covered by a durable
+hint on the coordinator itself until it has the write (``handoff.py``,
+self-hints), so that hinted handoff never silently gives up on it.
 
 This module is pure: the pending-request records and the arithmetic. The Node
 (``node.py``) owns them, feeds them acknowledgements and ticks, and emits the
@@ -89,20 +93,46 @@ class PendingWrite:
     # Level ``all`` promises every home replica: a fallback's hinted copy is
     # still sent (it helps the home replica catch up) but does not count.
     homes_only: bool = False
+    # Self-hints (handoff.py): home replica -> the hint this write left in the
+    # coordinator's own hint store for it (None: one that holds more than this
+    # write, not to be deleted on its account), until that home is covered.
+    self_hints: dict[str, bytes | None] = field(default_factory=dict)
 
     def record_ack(self, req_id: int, ok: bool) -> bool:
-        """Count one replica's answer; True when W has just been reached."""
+        """Count one replica's answer; True when W has just been reached.
+
+        Each home replica counts once: a late direct answer and a fallback's
+        answer for the same home are one replica, not two (otherwise W = N
+        could be reached with a home replica holding nothing, nor a hint)."""
         target = self.targets.get(req_id)
         if target is None or target.acked or target.refused:
             return False
         if not ok:
             target.refused = True
             return False
+        counted_before = self._counts_for(target.home)
         target.acked = True
-        if self.homes_only and target.is_hint:
+        if counted_before or (self.homes_only and target.is_hint):
             return False
         self.acks += 1
         return not self.replied and self.acks >= self.needed
+
+    def _counts_for(self, home: str) -> bool:
+        """Whether an acknowledgement already counted toward W for ``home``."""
+        return any(
+            t.acked and t.home == home and not (self.homes_only and t.is_hint)
+            for t in self.targets.values()
+        )
+
+    def covered(self, home: str) -> bool:
+        """Whether ``home`` has the write, or a fallback's durable hint of it:
+        the coordinator no longer needs its own hint for that home."""
+        return any(t.acked and t.home == home for t in self.targets.values())
+
+    def uncovered_homes(self) -> list[str]:
+        """Home replicas this write was sent for that are not covered yet."""
+        homes = dict.fromkeys(t.home for t in self.targets.values())
+        return [home for home in homes if not self.covered(home)]
 
     @property
     def settled(self) -> bool:
