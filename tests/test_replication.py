@@ -18,7 +18,7 @@ from ringkv.core import codec, ops
 from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.node import Mutate, Node, Read, ReadResult
-from ringkv.core.record import ConflictMode
+from ringkv.core.record import ConflictMode, unpack_record
 from ringkv.core.ring import Member, build_ring, key_token, preference_list
 from ringkv.storage.memory import MemoryEngine
 
@@ -145,6 +145,25 @@ def test_a_non_home_coordinator_forwards_the_write() -> None:
     assert cluster.nodes[outsider].stats.writes_forwarded == 1
     assert stored(cluster, outsider, b"fwd") == []
     assert all(stored(cluster, h, b"fwd") == [b"x"] for h in homes)
+
+
+def test_a_duplicated_forward_is_coordinated_once() -> None:
+    cluster = make_cluster(5, ConflictMode.CAUSAL)
+    homes = homes_of(cluster, b"dup")
+    outsider = next(n for n in sorted(cluster.nodes) if n not in homes)
+    token = object()
+    cluster.nodes[outsider].submit(put(b"dup", b"once"), token, cluster.now)
+    cluster.drain(outsider)
+    forwards = [(dst, data) for dst, data in cluster.queue if dst in homes]
+    assert len(forwards) == 1
+    cluster.queue.append(forwards[0])  # the network delivers it twice
+    cluster.pump()
+    assert cluster.replies.pop(token) is True
+    cluster.tick(1000)
+    for home in homes:
+        raw = cluster.nodes[home]._table("ks").get(b"dup")
+        assert raw is not None and len(unpack_record(raw)) == 1, home  # one version, not two
+    assert sum(n.stats.duplicate_forwards for n in cluster.nodes.values()) == 1
 
 
 def test_a_down_home_replica_gets_a_hint_that_is_delivered_when_it_returns() -> None:

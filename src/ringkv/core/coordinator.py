@@ -112,6 +112,7 @@ class NodeStats:
     malformed_replies: int = 0
     keyspace_conflicts: int = 0  # a peer's definition differs from ours (refused)
     stray_replies: int = 0  # answers whose id or sender matches no request of ours
+    duplicate_forwards: int = 0  # a forwarded write seen twice (the network duplicated it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ class Coordination:
     _reads: dict[int, PendingRead]
     _read_of_ask: dict[int, int]
     _forwards: dict[int, PendingForward]
+    _forwards_seen: dict[tuple[str, int], None]  # insertion-ordered, bounded
     _listings: dict[int, Any]  # core/listing.py
     _suspect_until: dict[str, int]
     _hints: Table
@@ -706,6 +708,16 @@ class Coordination:
         return ""
 
     def _on_coordinate_write(self, m: msg.CoordinateWrite, now_ms: int) -> None:
+        # A duplicated forward must not be coordinated twice: it would mint a
+        # second version of one client write (found by simulator seed 99).
+        # Remembered per (sender, request id), the oldest forgotten first.
+        seen = self._forwards_seen
+        if (m.src, m.req_id) in seen:
+            self.stats.duplicate_forwards += 1
+            return
+        seen[(m.src, m.req_id)] = None
+        if len(seen) > self.config.pending_requests_max:
+            del seen[next(iter(seen))]
         token = _RemoteToken(m.src, m.req_id)
         spec = self.keyspaces.get(m.keyspace)
         if m.ring_epoch != self.ring.epoch or spec is None:

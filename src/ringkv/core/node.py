@@ -142,6 +142,7 @@ class Node(Coordination, Listing):
         self._reads: dict[int, PendingRead] = {}
         self._read_of_ask: dict[int, int] = {}  # ask req_id -> read id
         self._forwards: dict[int, PendingForward] = {}
+        self._forwards_seen: dict[tuple[str, int], None] = {}
         self._listings: dict[int, PendingListing] = {}
         self._suspect_until: dict[str, int] = {}
         self._hints = engine.table(HINTS_TABLE)
