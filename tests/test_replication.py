@@ -147,6 +147,18 @@ def test_a_non_home_coordinator_forwards_the_write() -> None:
     assert all(stored(cluster, h, b"fwd") == [b"x"] for h in homes)
 
 
+def test_after_a_forward_times_out_the_next_write_goes_to_another_home() -> None:
+    cluster = make_cluster(5)
+    homes = homes_of(cluster, b"fwd")
+    outsider = next(n for n in sorted(cluster.nodes) if n not in homes)
+    cluster.down.add(homes[0])  # the first home, where forwards go
+    first = cluster.call(outsider, put(b"fwd", b"1"))
+    assert isinstance(first, OpError) and first.kind is ErrorKind.TIMEOUT
+    started = cluster.now
+    assert cluster.call(outsider, put(b"fwd", b"2")) is True
+    assert cluster.now - started < 1000  # not another request timeout
+
+
 def test_a_duplicated_forward_is_coordinated_once() -> None:
     cluster = make_cluster(5, ConflictMode.CAUSAL)
     homes = homes_of(cluster, b"dup")

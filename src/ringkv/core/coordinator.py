@@ -856,6 +856,10 @@ class Coordination:
             if now_ms >= forward.deadline_ms:
                 del self._forwards[req_id]
                 self.stats.timeouts += 1
+                # The home replica it went to did not answer: forward the next
+                # writes to another home until it is heard from again, rather
+                # than waiting for the failure detector.
+                self._suspect(forward.target, now_ms)
                 self._resolve(forward.token, timeout)
 
     def _suspect(self, node: str, now_ms: int) -> None:
