@@ -89,8 +89,11 @@ def verify(
     chosen_mode = mode or ("causal" if workload == "siblings" else "lww")
     if chosen_mode not in ("lww", "causal"):
         _die(f"--mode must be lww or causal (strong keyspaces come with CASPaxos), not {mode!r}")
+    # (the counter workload waits for strong keyspaces; see issue 6)
     if workload == "siblings" and chosen_mode != "causal":
         _die("the siblings workload needs --mode causal")
+    if workload == "counter" and chosen_mode != "strong":
+        _die("the counter workload uses INCRBY, which needs a strong keyspace (--mode strong)")
     options = VerifyOptions(
         seed=seed,
         nodes=nodes,

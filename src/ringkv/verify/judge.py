@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from ringkv.check.convergence import check_convergence
+from ringkv.check.counter import check_counter
 from ringkv.check.history import OK, operations, write_jsonl
 from ringkv.check.linearizability import LinearizabilityResult, check_register
 from ringkv.check.report import Verdict
@@ -64,6 +65,9 @@ def judge(data: RunData) -> Judgement:
         verdicts.append(check_set_full(data.events, stale_allowed=stale_allowed).verdict())
     elif options.workload == "siblings":
         verdicts.append(check_siblings(data.events).verdict())
+    elif options.workload == "counter":
+        lagging = options.level != "linearizable"
+        verdicts.append(check_counter(data.events, lagging_allowed=lagging).verdict())
     verdicts.append(
         check_convergence(data.replicas, data.homes, converged_after_ms=data.recovery_ms).verdict()
     )

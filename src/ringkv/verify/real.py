@@ -424,7 +424,7 @@ class _Driver:
         if final:
             extra["final"] = True
         invoke = self.recorder.invoke(client, spec.f, spec.key, spec.value, node=node, **extra)
-        if spec.f == "add":
+        if spec.f == "add" and spec.members:
             self.touched.update(spec.members)
         elif not spec.members:
             self.touched.add(spec.key)
@@ -468,6 +468,9 @@ class _Driver:
         if spec.f == "read":
             raw = await conn.get(spec.key)
             return int(raw) if raw is not None else None
+        if spec.f == "add" and workload == "counter":
+            await conn.incrby(spec.key, spec.value)
+            return None
         if spec.f == "add":
             (member,) = spec.members
             await conn.set(member, str(spec.value))

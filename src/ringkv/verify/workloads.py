@@ -15,7 +15,10 @@ operations and record the history; the checkers judge it. Three workloads:
 - ``siblings`` (causal keyspaces): each process reads a key with its causal
   context and writes a fresh unique value with that context; concurrent
   writers make siblings, and the checker proves none was lost without a
-  write that saw it.
+  write that saw it;
+- ``counter``: increments (INCRBY 1..5) and reads of a few counters, checked
+  against the sums of acknowledged and possible increments. INCRBY reads
+  before it writes, so it needs a `strong` keyspace.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ __all__ = [
     "make_workload",
 ]
 
-WORKLOADS = ("register", "set", "siblings")
+WORKLOADS = ("register", "set", "siblings", "counter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,23 @@ class SiblingsWorkload(Workload):
         return [OpSpec("read", f"c{i}") for i in range(self.keys)]
 
 
+@dataclass
+class CounterWorkload(Workload):
+    """INCRBY of 1..5 (80%) and reads (20%) of ``counters`` counters."""
+
+    counters: int = 3
+    name: str = field(default="counter", init=False)
+
+    def next_op(self, process: int, rng: random.Random) -> OpSpec:
+        key = f"n{rng.randrange(self.counters)}"
+        if rng.random() < 0.2:
+            return OpSpec("read", key)
+        return OpSpec("add", key, rng.randint(1, 5))
+
+    def final_reads(self) -> list[OpSpec]:
+        return [OpSpec("read", f"n{i}") for i in range(self.counters)]
+
+
 def make_workload(name: str, *, cas: bool = False) -> Workload:
     if name == "register":
         return RegisterWorkload(cas=cas)
@@ -160,6 +180,8 @@ def make_workload(name: str, *, cas: bool = False) -> Workload:
         return SetWorkload()
     if name == "siblings":
         return SiblingsWorkload()
+    if name == "counter":
+        return CounterWorkload()
     raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
 
 
