@@ -88,7 +88,33 @@ EXAMPLES: list[m.Message] = [
             ["left", "n7", 3, "n7", "h:7", "", 1, ""],
         ],
     ),
-]
+    m.PaxosPrepare(
+        src="n1", req_id=11, ring_epoch=4, keyspace="locks", key=b"job\x00",
+        ballot_counter=7, ballot_proposer="n1~3",
+    ),
+    m.PaxosPromise(
+        src="n2", req_id=11, ring_epoch=4, ok=True, ballot_counter=7, ballot_proposer="n1~3",
+        promised_counter=7, promised_proposer="n1~3", accepted_counter=5,
+        accepted_proposer="n3~1", value=b"v", version=2, expires_at_ms=9,
+        origins=[5, "n3~1", 2, "n1~2"],
+    ),
+    m.PaxosPromise(
+        src="n2", req_id=12, ring_epoch=5, ok=False, ballot_counter=7, ballot_proposer="n1~3",
+        promised_counter=9, promised_proposer="n4~1", error="conflict",
+    ),
+    m.PaxosAccept(
+        src="n1", req_id=11, ring_epoch=4, keyspace="locks", key=b"job", ballot_counter=7,
+        ballot_proposer="n1~3", next_counter=8, value=None, version=3, expires_at_ms=0,
+        origins=[7, "n1~3", 5, "n3~1", 2, "n1~2"],
+    ),
+    m.PaxosAccepted(
+        src="n3", req_id=11, ring_epoch=4, ok=True, ballot_counter=7, ballot_proposer="n1~3",
+        promised_counter=8, promised_proposer="n1~3",
+    ),
+    m.PaxosRead(src="n1", req_id=13, ring_epoch=4, keyspace="ks", key=b""),
+    m.PaxosReadReply(src="n2", req_id=13, ring_epoch=4, ok=True, state=b"\x99\x01"),
+    m.PaxosReadReply(src="n2", req_id=14, ring_epoch=6, ok=False, error="epoch"),
+]  # fmt: skip
 
 
 def test_every_message_type_has_an_example() -> None:
@@ -116,6 +142,12 @@ def test_tags_are_append_only() -> None:
         11: "KeyspaceDefined",
         12: "RangeScan",
         13: "RangeScanReply",
+        14: "PaxosPrepare",
+        15: "PaxosPromise",
+        16: "PaxosAccept",
+        17: "PaxosAccepted",
+        18: "PaxosRead",
+        19: "PaxosReadReply",
     }
 
 
@@ -131,6 +163,8 @@ def test_tags_are_append_only() -> None:
         [2, "n1", 1, 1, ""],  # ok as an integer
         [2, "n1", 2**63, True, ""],  # out of int64
         [5, "n5", 7, 1, "ks", b"k", b"v", 0, False, ["n1", b"x"], 2, False],  # bad context item
+        [16, "n1", 1, 1, "ks", b"k", 1, "n1", 2, None, 1, 0, [1, b"n1"]],  # bad origins item
+        [17, "n3", 1, 1, "yes", 1, "n1", 1, "n1", ""],  # ok as text
     ],
 )
 def test_malformed_rows_are_codec_errors(row: list[object]) -> None:

@@ -42,6 +42,12 @@ TAGS: dict[int, type] = {
     11: m.KeyspaceDefined,
     12: m.RangeScan,
     13: m.RangeScanReply,
+    14: m.PaxosPrepare,
+    15: m.PaxosPromise,
+    16: m.PaxosAccept,
+    17: m.PaxosAccepted,
+    18: m.PaxosRead,
+    19: m.PaxosReadReply,
 }
 _TAG_OF: dict[type, int] = {cls: tag for tag, cls in TAGS.items()}
 _INT64_MAX = 2**63 - 1

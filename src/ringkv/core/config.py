@@ -8,7 +8,15 @@ from enum import Enum
 
 from ringkv.core.record import ConflictMode
 
-__all__ = ["ConfigError", "KeyspaceSpec", "Level", "NodeConfig", "DEFAULT_KEYSPACE"]
+__all__ = [
+    "DEFAULT_KEYSPACE",
+    "LOCKS_KEYSPACE",
+    "LOCKS_KEYSPACE_SPEC",
+    "ConfigError",
+    "KeyspaceSpec",
+    "Level",
+    "NodeConfig",
+]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 DEFAULT_KEYSPACE = "default"
@@ -19,7 +27,13 @@ class ConfigError(ValueError):
 
 
 class Level(Enum):
-    """Consistency levels (DESIGN.md: requests and the consistency contract)."""
+    """Consistency levels (DESIGN.md: requests and the consistency contract).
+
+    ``linearizable`` exists only in ``strong`` keyspaces (a CASPaxos round,
+    core/strong.py); asked of an ``lww`` or ``causal`` one it is refused with
+    WRONGLEVEL. In a strong keyspace every write is linearizable whatever the
+    level, and a read at ``one``, ``quorum`` or ``all`` reads that many
+    acceptors' states without a round: possibly stale, and labelled so."""
 
     ONE = "one"
     QUORUM = "quorum"
@@ -30,12 +44,22 @@ class Level(Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyspaceSpec:
-    """Fixed at creation and for good, like a Riak bucket type."""
+    """Fixed at creation and for good, like a Riak bucket type.
+
+    ``mode`` ``strong`` (``ConflictMode.STRONG``) makes each key a CASPaxos
+    register over its N home replicas (core/strong.py); its table holds
+    ``paxos.AcceptorState`` rows, never ``record`` ones, and no lww/causal
+    code path reads it. Give such a keyspace ``level=Level.LINEARIZABLE``
+    unless possibly stale reads are what its users want by default."""
 
     name: str
     mode: ConflictMode = ConflictMode.LWW
     n_replicas: int = 3
     level: Level = Level.QUORUM
+
+    @property
+    def strong(self) -> bool:
+        return self.mode is ConflictMode.STRONG
 
     def validate(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -44,9 +68,23 @@ class KeyspaceSpec:
             )
         if not 1 <= self.n_replicas <= 15:
             raise ConfigError("n_replicas must be between 1 and 15")
+        if self.level is Level.LINEARIZABLE and not self.strong:
+            raise ConfigError(
+                f"level linearizable needs mode strong (create the keyspace with "
+                f"`ringkv keyspace create {self.name} --mode strong`)"
+            )
 
     def effective_n(self, cluster_size: int) -> int:
         return min(self.n_replicas, cluster_size)
+
+
+# Locks (``requests.Lock``) live here unless the request names another strong
+# keyspace; a node creates it on first use, as if `ringkv keyspace create locks
+# --mode strong --n 3 --level linearizable` had been run.
+LOCKS_KEYSPACE = "locks"
+LOCKS_KEYSPACE_SPEC = KeyspaceSpec(
+    name=LOCKS_KEYSPACE, mode=ConflictMode.STRONG, n_replicas=3, level=Level.LINEARIZABLE
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +115,19 @@ class NodeConfig:
     hints_max: int = 100_000
     hints_per_tick: int = 64
     hint_retry_ms: int = 1000
-    # Requests being coordinated at once; past it, new ones are refused (UNAVAILABLE).
+    # Requests being coordinated at once; past it, new ones are refused
+    # (UNAVAILABLE). CASPaxos proposals, the operations queued behind one on
+    # the same key, and strong reads count too.
     pending_requests_max: int = 10_000
+    # CASPaxos (core/paxos.py, core/strong.py). A round without its quorum by
+    # then is retried: a few LAN round trips, well under request_timeout_ms.
+    paxos_round_timeout_ms: int = 200
+    # Rounds per operation before it gives up as at its deadline.
+    paxos_rounds_max: int = 32
+    # Keys whose one-round-trip promise (paxos.LeaderCache) this node keeps,
+    # least recently used dropped first (losing one costs a round trip). An
+    # entry is a ballot and a register state: about 200 B plus the value.
+    leader_cache_keys_max: int = 4096
     # TEST ONLY: replicas acknowledge writes without storing them. A broken
     # build on purpose, so the simulator can prove its checkers catch lost
     # writes. Never set outside tests; `ringkv serve` has no flag for it.
@@ -105,3 +154,9 @@ class NodeConfig:
             raise ConfigError("suspect_ms and hint_retry_ms must be at least 1")
         if self.hints_max < 0 or self.hints_per_tick < 1 or self.pending_requests_max < 1:
             raise ConfigError("hints_max >= 0, hints_per_tick >= 1, pending_requests_max >= 1")
+        if not 1 <= self.paxos_round_timeout_ms < self.request_timeout_ms:
+            raise ConfigError(
+                "paxos_round_timeout_ms must be at least 1 and below request_timeout_ms"
+            )
+        if self.paxos_rounds_max < 1 or self.leader_cache_keys_max < 0:
+            raise ConfigError("paxos_rounds_max >= 1, leader_cache_keys_max >= 0")

@@ -13,6 +13,12 @@ which keeps the data as a *hint* for the home replica it stands in for
 
 Every message names its sender and the ring epoch it was computed with. The
 wire tags live in ``codec.py`` (append only).
+
+The CASPaxos messages (``Paxos*``, CASPaxos §2; the protocol is
+``core/paxos.py``, its wiring ``core/strong.py``) serve ``strong`` keyspaces:
+a proposer's prepare and accept, an acceptor's promise and accepted, and a
+plain read of one acceptor's state for reads below ``linearizable``. Each
+carries ``src``, ``req_id`` and ``ring_epoch``; acceptors refuse another epoch.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ __all__ = [
     "MemberSync",
     "MembershipMessage",
     "Message",
+    "PaxosAccept",
+    "PaxosAccepted",
+    "PaxosMessage",
+    "PaxosPrepare",
+    "PaxosPromise",
+    "PaxosRead",
+    "PaxosReadReply",
     "Ping",
     "RangeScan",
     "RangeScanReply",
@@ -224,6 +237,114 @@ class RangeScanReply:
     error: str = ""
 
 
+# CASPaxos (core/paxos.py). Ballots travel as (counter, proposer) pairs of
+# fields; a register state as value, version, expires_at_ms and ``origins``
+# (``paxos.origins_to_wire``: [counter, proposer, counter, proposer, ...]).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaxosPrepare:
+    """Phase 1: promise ballot ``(ballot_counter, ballot_proposer)`` and tell
+    me what you accepted."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    key: bytes
+    ballot_counter: int
+    ballot_proposer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaxosPromise:
+    """The answer to a prepare of ballot ``ballot_*``, sent after the promise
+    is durable. ``ok`` false: refused for ``error`` (``paxos.REFUSED_*``); on a
+    conflict ``promised_*`` is the higher ballot. When ``ok`` the accepted
+    ballot and state follow (all zero when nothing was accepted)."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    ok: bool
+    ballot_counter: int
+    ballot_proposer: str
+    promised_counter: int
+    promised_proposer: str
+    accepted_counter: int = 0
+    accepted_proposer: str = ""
+    value: bytes | None = None
+    version: int = 0
+    expires_at_ms: int = 0
+    origins: list[str | int] | None = None  # origins_to_wire; None when refused
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaxosAccept:
+    """Phase 2: accept this state at ballot ``ballot_*`` and promise the
+    sender's next ballot ``(next_counter, ballot_proposer)`` (§2.2.1; 0: none)."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    key: bytes
+    ballot_counter: int
+    ballot_proposer: str
+    next_counter: int
+    value: bytes | None
+    version: int
+    expires_at_ms: int
+    origins: list[str | int]  # origins_to_wire
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaxosAccepted:
+    """The answer to an accept of ballot ``ballot_*``, sent after the state is
+    durable; refusals as in ``PaxosPromise``."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    ok: bool
+    ballot_counter: int
+    ballot_proposer: str
+    promised_counter: int
+    promised_proposer: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaxosRead:
+    """Send me your acceptor state for this key, as it is (no round): a read
+    of a strong keyspace below ``linearizable``, an operator's inspection, or
+    a probe of an acceptor this node suspects."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    keyspace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaxosReadReply:
+    """``state``: the acceptor's packed ``paxos.AcceptorState`` (empty when it
+    holds nothing for the key), sent after commit. ``ok`` false: refused for
+    ``error`` (another ring epoch, an unknown or not strong keyspace)."""
+
+    src: str
+    req_id: int
+    ring_epoch: int
+    ok: bool
+    state: bytes = b""
+    error: str = ""
+
+
+PaxosMessage: TypeAlias = PaxosPrepare | PaxosPromise | PaxosAccept | PaxosAccepted
+
+
 Message: TypeAlias = (
     ReplicaWrite
     | ReplicaWriteAck
@@ -238,5 +359,11 @@ Message: TypeAlias = (
     | KeyspaceDefined
     | RangeScan
     | RangeScanReply
+    | PaxosPrepare
+    | PaxosPromise
+    | PaxosAccept
+    | PaxosAccepted
+    | PaxosRead
+    | PaxosReadReply
 )
 MembershipMessage: TypeAlias = Ping | PingReq | PingAck | MemberSync

@@ -19,7 +19,10 @@ commit). ``take_replies()`` is the single-node shortcut.
 A server is a one-node cluster: with effective N = 1 the node is the only home
 replica of every key, so it applies a mutation atomically to its own storage.
 With more nodes, reads and blind writes are coordinated across the key's
-replicas (``coordinator.py``, docs/replication.md).
+replicas (``coordinator.py``, docs/replication.md). Keys of a ``strong``
+keyspace are CASPaxos registers (``strong.py``, whose docstring lists the
+requests and answers for frontends): every request on one goes there first,
+so the lww/causal paths never read or write a strong table.
 """
 
 from __future__ import annotations
@@ -53,32 +56,45 @@ from ringkv.core.record import (
 )
 from ringkv.core.replication import PendingForward, PendingRead, PendingWrite
 from ringkv.core.requests import (
+    Cas,
     Count,
     CreateKeyspace,
     Flush,
     Inspect,
     ListKeyspaces,
+    Lock,
+    LockGranted,
+    LockReleased,
     Mutate,
     PutMany,
     RandomKey,
     Read,
     ReadResult,
+    RegisterReport,
+    RegisterValue,
     ReplicaReport,
     Request,
     Scan,
     ScanResult,
+    Unlock,
+    Versioned,
 )
 from ringkv.core.ring import Member, Ring, build_ring, ring_epoch
+from ringkv.core.strong import Strong, StrongStats, wrong_level
 from ringkv.storage.base import Engine, FsyncPolicy, StorageError, Table
 
 __all__ = [
     "HLC_RESERVE_MS",
     "META_TABLE",
+    "Cas",
     "Count",
     "CreateKeyspace",
     "Flush",
     "Inspect",
     "ListKeyspaces",
+    "Lock",
+    "LockGranted",
+    "LockReleased",
     "Mutate",
     "Node",
     "NodeStats",
@@ -86,11 +102,16 @@ __all__ = [
     "PutMany",
     "Read",
     "ReadResult",
+    "RegisterReport",
+    "RegisterValue",
     "ReplicaReport",
     "RandomKey",
     "Request",
     "Scan",
     "ScanResult",
+    "StrongStats",
+    "Unlock",
+    "Versioned",
 ]
 
 
@@ -101,9 +122,13 @@ _EPOCH_KEY = b"incarnation"
 _CLEAN_KEY = b"clean_stop"
 _KEYSPACE_PREFIX = b"keyspace:"
 _RING_KEY = b"ring_members"
+_RUN_KEY = b"run"
+_TABLE_PREFIX = "ks:"
+_STRONG = ConflictMode.STRONG  # module constants: the request path reads them per call
+_LINEARIZABLE = Level.LINEARIZABLE
 
 
-class Node(Coordination, Listing):
+class Node(Coordination, Listing, Strong):
     """Protocol logic of one node; see the module docstring for the interface."""
 
     def __init__(
@@ -120,7 +145,10 @@ class Node(Coordination, Listing):
         self.engine = engine
         self.rng = rng
         self._meta = engine.table(META_TABLE)
-        self.actor = self._start_incarnation()
+        self.actor, run = self._start_incarnation()
+        # CASPaxos ballots are (counter, "<node>~<run>"): a new run, a new
+        # proposer id, so a ballot is never reused across restarts.
+        self._init_strong(f"{config.node_id}~{run}")
         self.hlc = HlcClock(_load_hlc(self._meta))
         self.hlc.now(now_ms)
         self._hlc_reserved_ms = self.hlc.last.wall_ms
@@ -182,10 +210,20 @@ class Node(Coordination, Listing):
             result: object
             if refused is not None:
                 result = refused
-            elif self.cluster_size > 1 and isinstance(request, Read | Mutate | Inspect):
-                result = self._route(request, token, now_ms)
-            elif self.cluster_size > 1 and isinstance(request, PutMany):
-                result = self._put_many_in_cluster(request, token, now_ms)
+            elif type(request) is Read or type(request) is Mutate:  # the hot path
+                spec = self.keyspaces.get(request.keyspace)
+                if spec is not None and spec.mode is _STRONG:
+                    result = self._submit_strong(request, token, now_ms)
+                elif request.level is _LINEARIZABLE:
+                    result = wrong_level("level linearizable", spec, request.keyspace)
+                elif self.cluster_size == 1:
+                    result = self._execute(request, now_ms)
+                else:
+                    result = self._route(request, token, now_ms)
+            elif isinstance(request, Inspect | PutMany):
+                result = self._submit_keyed(request, token, now_ms)
+            elif isinstance(request, Cas | Lock | Unlock):
+                result = self._submit_strong(request, token, now_ms)
             elif self.cluster_size > 1 and isinstance(request, Scan | Count):
                 result = self._start_listing(request, token, now_ms)
             else:
@@ -197,21 +235,39 @@ class Node(Coordination, Listing):
             result = OpError(kind, message, code=code)
         if result is not PENDING:
             self._resolve(token, result)
+        if self._timers and self._timers[0][0] <= now_ms:
+            self._run_due_timers(now_ms)
+
+    def _submit_keyed(self, request: Inspect | PutMany, token: object, now_ms: int) -> object:
+        """INSPECT or MSET(NX): a strong keyspace's go to ``strong.py``."""
+        spec = self.keyspaces.get(request.keyspace)
+        if spec is not None and spec.strong:
+            if isinstance(request, PutMany):
+                return self._put_many_strong(request, token, now_ms)
+            return self._submit_strong(request, token, now_ms)
+        if self.cluster_size == 1:
+            return self._execute(request, now_ms)
+        if isinstance(request, PutMany):
+            return self._put_many_in_cluster(request, token, now_ms)
+        return self._route(request, token, now_ms)
 
     def step(self, message: msg.Message, now_ms: int) -> None:
         """Take a message from a peer (already decoded by the codec)."""
         self._suspect_until.pop(message.src, None)  # it is alive: route to it again
         match message:
             case msg.ReplicaWrite():
-                self._on_replica_write(message, now_ms)
+                if not self._refused_as_strong(message):
+                    self._on_replica_write(message, now_ms)
             case msg.ReplicaWriteAck():
                 self._on_replica_write_ack(message, now_ms)
             case msg.ReplicaRead():
-                self._on_replica_read(message, now_ms)
+                if not self._refused_as_strong(message):
+                    self._on_replica_read(message, now_ms)
             case msg.ReplicaReadReply():
                 self._on_replica_read_reply(message, now_ms)
             case msg.CoordinateWrite():
-                self._on_coordinate_write(message, now_ms)
+                if not self._refused_as_strong(message):
+                    self._on_coordinate_write(message, now_ms)
             case msg.CoordinateWriteReply():
                 self._on_coordinate_write_reply(message)
             case msg.KeyspaceDefined():
@@ -220,12 +276,22 @@ class Node(Coordination, Listing):
                 self._on_range_scan(message, now_ms)
             case msg.RangeScanReply():
                 self._on_range_scan_reply(message, now_ms)
+            case msg.PaxosPrepare() | msg.PaxosAccept():
+                self._on_paxos_request(message, now_ms)
+            case msg.PaxosPromise() | msg.PaxosAccepted():
+                self._on_paxos_reply(message, now_ms)
+            case msg.PaxosRead():
+                self._on_paxos_read(message, now_ms)
+            case msg.PaxosReadReply():
+                self._on_paxos_read_reply(message, now_ms)
             case msg.Ping() | msg.PingReq() | msg.PingAck() | msg.MemberSync():
                 if self.membership is not None:
                     self.membership.step(message, now_ms)
                     self._follow_membership(now_ms)
             case _:
                 assert_never(message)
+        if self._timers and self._timers[0][0] <= now_ms:
+            self._run_due_timers(now_ms)
 
     def take_outbox(self) -> Outbox:
         """Drain everything to do: send ``messages`` now; flush the engine; then
@@ -246,12 +312,15 @@ class Node(Coordination, Listing):
             self._tick_requests(now_ms)
             self._tick_listings(now_ms)
             self._deliver_hints(now_ms)
+        if self._proposals or self._register_reads or self._waiting or self._probed_ms:
+            self._tick_strong(now_ms)
         budget = self.config.expire_reclaim_per_tick
         for name in list(self._tables):
             spec = self.keyspaces.get(name)
-            if spec is None or spec.effective_n(self.cluster_size) > 1:
+            if spec is None or spec.strong or spec.effective_n(self.cluster_size) > 1:
                 # Reclaiming would forget the record's dots, which replicas
-                # still hold; tombstone purging comes with anti-entropy.
+                # still hold; tombstone purging comes with anti-entropy. An
+                # acceptor's row is never removed (docs/paxos.md, tombstones).
                 continue
             table = self._tables[name]
             # Expired means now > expiry, so only expiries before now qualify.
@@ -294,7 +363,11 @@ class Node(Coordination, Listing):
                 return self._scan(request, now_ms)
             case Count(keyspace=ks):
                 table = self._table_or_error(ks)
-                return table if isinstance(table, OpError) else table.count()
+                if isinstance(table, OpError):
+                    return table
+                if self.keyspaces[ks].strong:  # acceptor rows stay after a delete
+                    return self._list_range(table, 0, 2**64 - 1, table.count() + 1, True, now_ms)[1]
+                return table.count()
             case RandomKey(keyspace=ks):
                 return self._random_key(ks, now_ms)
             case CreateKeyspace(spec=spec):
@@ -310,10 +383,30 @@ class Node(Coordination, Listing):
                 me = self.config.node_id
                 return ReplicaReport(key, [me], {me: versions}, {})
             case Flush(keyspace=ks):
-                names = list(self.keyspaces) if ks is None else [ks]
-                for name in names:
-                    self._table(name).clear()
-                return True
+                return self._flush(ks)
+            case Cas() | Lock() | Unlock():
+                raise AssertionError("submit sends these to _submit_strong")
+
+    def _flush(self, keyspace: str | None) -> object:
+        """FLUSHDB / FLUSHALL on this node. A strong keyspace is cleared only
+        in a cluster of one: clearing one acceptor's rows among several would
+        make it forget promises, which CASPaxos's safety rests on; FLUSHALL
+        leaves such keyspaces alone, FLUSHDB of one is refused."""
+        names = list(self.keyspaces) if keyspace is None else [keyspace]
+        kept = [n for n in names if n in self.keyspaces and self.keyspaces[n].strong]
+        if self.cluster_size == 1:
+            kept = []
+        if keyspace is not None and kept:
+            return OpError(
+                ErrorKind.WRONG_LEVEL,
+                f"keyspace {keyspace!r} is strong and replicated: FLUSHDB would make this "
+                "node's acceptors forget their promises; delete its keys one by one",
+                code="WRONGLEVEL",
+            )
+        for name in names:
+            if name not in kept:
+                self._table(name).clear()
+        return True
 
     def _read(self, keyspace: str, key: bytes, now_ms: int) -> ReadResult | OpError:
         table = self._tables.get(keyspace) or self._table_or_error(keyspace)
@@ -420,10 +513,14 @@ class Node(Coordination, Listing):
         else:
             count = min(request.count, self.config.scan_count_max)
             keys, cursor = table.scan(request.cursor, count)
+        strong = self.keyspaces[request.keyspace].strong
         live = []
         for key in keys:  # skip keys that expired but are not reclaimed yet
             raw = table.get(key)
-            if raw is not None and live_versions(self._decode(raw), now_ms):
+            if strong:
+                if self._register_live(raw, now_ms):
+                    live.append(key)
+            elif raw is not None and live_versions(self._decode(raw), now_ms):
                 live.append(key)
         return ScanResult(live, cursor)
 
@@ -431,10 +528,15 @@ class Node(Coordination, Listing):
         table = self._table_or_error(keyspace)
         if isinstance(table, OpError):
             return table
+        strong = self.keyspaces[keyspace].strong
         for _ in range(16):  # skip keys that expired but are not reclaimed yet
             key = table.random_key(self.rng.getrandbits(62))
             if key is None:
                 return None
+            if strong:
+                if self._register_live(table.get(key), now_ms):
+                    return key
+                continue
             read = self._read(keyspace, key, now_ms)
             if isinstance(read, ReadResult) and read.versions:
                 return key
@@ -478,6 +580,7 @@ class Node(Coordination, Listing):
             self.cluster_size = len(ring.members)
             self._remembered = {n: m for n, m in members.items() if n != self.config.node_id}
             self._meta.put(_RING_KEY, _pack_ring_members(ring.members), 0)
+            self._strong_ring_changed(now_ms)
 
     def _joining(self, request: Request) -> OpError | None:
         """A node started to join a cluster refuses data requests until it has
@@ -487,7 +590,9 @@ class Node(Coordination, Listing):
             self.cluster_size > 1
             or self.membership is None
             or not self.membership.has_seeds
-            or not isinstance(request, Read | Mutate | PutMany | Scan | Count | RandomKey)
+            or not isinstance(
+                request, Read | Mutate | PutMany | Scan | Count | RandomKey | Cas | Lock | Unlock
+            )
         ):
             return None
         return OpError(
@@ -497,8 +602,9 @@ class Node(Coordination, Listing):
             code="UNAVAILABLE",
         )
 
-    def _start_incarnation(self) -> str:
-        """The actor id this node's writes are dotted with, for this run.
+    def _start_incarnation(self) -> tuple[str, int]:
+        """The actor id this node's writes are dotted with, for this run, and
+        the run number (bumped at every start: CASPaxos ballots).
 
         A coordinator numbers a key's next version from its own copy. If a
         power loss took writes this node had already sent to its peers (only
@@ -508,17 +614,29 @@ class Node(Coordination, Listing):
         dots a new actor id, ``<node>~<incarnation>``: its old dots can never
         be handed out again. The incarnation is made durable before anything
         else happens (the one place the core asks the engine to sync).
+
+        The run number changes at every start, clean or not: a CASPaxos
+        proposer's ballot counter starts over each run, so its id
+        ``<node>~<run>`` must be new each run for no ballot ever to name two
+        states (docs/paxos.md). It is synced with the incarnation.
         """
         raw_epoch = self._meta.get(_EPOCH_KEY)
         epoch = int(raw_epoch) if raw_epoch is not None else 0
         clean = self._meta.get(_CLEAN_KEY) == b"1"
         if raw_epoch is not None and not clean and self.engine.fsync is not FsyncPolicy.ALWAYS:
             epoch += 1
+        raw_run = self._meta.get(_RUN_KEY)
+        try:
+            run = int(raw_run) + 1 if raw_run is not None else 1
+        except ValueError as exc:
+            raise StorageError(f"damaged run number in the meta table: {raw_run!r}") from exc
         self._meta.put(_EPOCH_KEY, str(epoch).encode(), 0)
         self._meta.put(_CLEAN_KEY, b"0", 0)
+        self._meta.put(_RUN_KEY, str(run).encode(), 0)
         self.engine.flush()
         self.engine.sync()
-        return self.config.node_id if epoch == 0 else f"{self.config.node_id}~{epoch}"
+        actor = self.config.node_id if epoch == 0 else f"{self.config.node_id}~{epoch}"
+        return actor, run
 
     def _put_many_in_cluster(self, request: PutMany, token: object, now_ms: int) -> object:
         """MSET across replicas: every limit checked first, then one write per
@@ -538,6 +656,63 @@ class Node(Coordination, Listing):
         for key, value in request.items:
             self.submit(Mutate(request.keyspace, key, ops.Put(value)), gather, now_ms)
         return PENDING
+
+    def _put_many_strong(self, request: PutMany, token: object, now_ms: int) -> object:
+        """MSET in a strong keyspace: one round per key (not atomic across
+        keys). MSETNX is all or nothing, which CASPaxos gives per key only:
+        served when this node is every key's only acceptor (a cluster of one),
+        where the rounds run in place within this one call, else refused."""
+        for key, value in request.items:
+            if len(key) > self.config.max_key_bytes:
+                return self._key_too_large(key)
+            if len(value) > self.config.max_value_bytes:
+                return self._value_too_large(value)
+        spec = self.keyspaces[request.keyspace]
+        if request.only_if_all_absent:
+            me = (self.config.node_id,)
+            if any(self._homes(spec, key) != me for key, _ in request.items):
+                return OpError(
+                    ErrorKind.WRONG_LEVEL,
+                    "MSETNX needs one acceptor holding every key; in a replicated strong "
+                    "keyspace each key is its own register (use one key, or a CAS per key)",
+                    code="WRONGLEVEL",
+                )
+            for key, _ in request.items:
+                read = self._submit_strong(Read(spec.name, key, Level.LINEARIZABLE), None, now_ms)
+                assert isinstance(read, RegisterValue)
+                if read.value is not None:
+                    return False
+        gather = Gather(self, token, len(request.items))
+        for key, value in request.items:
+            self.submit(Mutate(request.keyspace, key, ops.Put(value)), gather, now_ms)
+        return PENDING
+
+    def _busy(self) -> OpError | None:
+        """Coordination's limit, with CASPaxos work counted in (strong.py)."""
+        pending = (
+            len(self._writes)
+            + len(self._reads)
+            + len(self._forwards)
+            + len(self._listings)
+            + self._strong_pending()
+        )
+        if pending < self.config.pending_requests_max:
+            return None
+        return OpError(
+            ErrorKind.UNAVAILABLE,
+            f"{pending} requests are being coordinated here, the most allowed; retry shortly",
+            code="UNAVAILABLE",
+        )
+
+    def _list_range(
+        self, table: Table, start: int, end: int, count: int, count_only: bool, now_ms: int
+    ) -> tuple[list[bytes], int, int | None]:
+        """Listing's step over a local range; a strong table's rows are
+        acceptor states, judged by ``strong.py``."""
+        spec = self.keyspaces.get(table.name.removeprefix(_TABLE_PREFIX))
+        if spec is not None and spec.strong:
+            return self._list_strong_range(table, start, end, count, count_only, now_ms)
+        return Listing._list_range(self, table, start, end, count, count_only, now_ms)
 
     def _create_keyspace(self, spec: KeyspaceSpec) -> object:
         try:
@@ -610,7 +785,7 @@ class Node(Coordination, Listing):
     def _table(self, keyspace: str) -> Table:
         table = self._tables.get(keyspace)
         if table is None:
-            table = self._tables[keyspace] = self.engine.table(f"ks:{keyspace}")
+            table = self._tables[keyspace] = self.engine.table(_TABLE_PREFIX + keyspace)
         return table
 
     def _table_or_error(self, keyspace: str) -> Table | OpError:

@@ -25,6 +25,10 @@ their clients (the connection dropped: unknown outcome).
 
 Clients are Jepsen's single-threaded processes: each operation is recorded
 as ``invoke`` then ``ok``/``fail``/``info`` in ``history`` (``history.py``).
+A test that needs a request the ``Client`` does not speak (a compare-and-set,
+a lock) sends any core request with ``submit_request`` and gets its result
+back through a callback, with the same crash and timeout rules, and keeps its
+own history.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ringkv.core import ops
 from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
-from ringkv.core.errors import OpError
+from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HINTS_TABLE, parse_hint_key
 from ringkv.core.messages import Message
 from ringkv.core.node import Node
@@ -159,6 +163,8 @@ class _Host:
     crashes: int = 0
     # Armed by crash_before_flush: the lose_unsynced of the crash to come.
     crash_before_flush: bool | None = None
+    # Armed by crash_after_flush: likewise, for a crash after the flush.
+    crash_after_flush: bool | None = None
     # While paused (SIGSTOP): the node's deliveries, ticks and client requests
     # wait here, bounded like a socket buffer, and run when it resumes.
     paused: bool = False
@@ -277,6 +283,8 @@ class Simulation:
         self._next_process = 0
         self.ops: list[Op] = []
         self._in_flight: dict[int, tuple[Op, Client]] = {}
+        # submit_request: token -> (node, callback), for requests no Client speaks.
+        self._requests: dict[int, tuple[str, Callable[[object], None]]] = {}
         self.history: list[HistoryEvent] = []
         self.on_complete: list[Callable[[Op], None]] = []
         self.keyspaces: dict[str, KeyspaceSpec] = {}
@@ -379,7 +387,7 @@ class Simulation:
             return
         _add_stats(host.carried_stats, _node_stats(host.node))
         host.node = None
-        host.crash_before_flush = None
+        host.crash_before_flush = host.crash_after_flush = None
         host.paused, host.held = False, []
         host.crashes += 1
         lost = host.engine.unsynced_keys()
@@ -390,6 +398,9 @@ class Simulation:
             op, client = self._in_flight[op_id]
             if op.node == node_id:
                 self._finish(op, client, INFO, "connection lost: the node crashed")
+        for token in sorted(self._requests):
+            if self._requests[token][0] == node_id:
+                self._answer_request(token, _LOST_IN_CRASH)
 
     def crash_before_flush(self, node_id: str, lose_unsynced: bool = True) -> None:
         """Crash ``node_id`` in its next turn that sends messages, after it sent
@@ -402,11 +413,23 @@ class Simulation:
         host.crash_before_flush = lose_unsynced
         self._trace(f"armed: {node_id} crashes after its next send, before the flush")
 
+    def crash_after_flush(self, node_id: str, lose_unsynced: bool = True) -> None:
+        """Crash ``node_id`` in its next turn that has messages to send after
+        its commit, right after the flush and before they (and its replies)
+        leave: what it acknowledges is durable, and the acknowledgement lost
+        (a CASPaxos acceptor that persisted an accept, its reply never sent)."""
+        host = self._hosts[node_id]
+        if host.node is None:
+            self._trace(f"crash {node_id} after flush: already down")
+            return
+        host.crash_after_flush = lose_unsynced
+        self._trace(f"armed: {node_id} crashes after its next flush, before what follows it")
+
     def restart(self, node_id: str) -> None:
         host = self._hosts[node_id]
         if host.node is not None:
-            if host.crash_before_flush is not None:
-                host.crash_before_flush = None
+            if host.crash_before_flush is not None or host.crash_after_flush is not None:
+                host.crash_before_flush = host.crash_after_flush = None
                 self._trace(f"restart {node_id}: disarmed, it sent nothing meanwhile")
                 return
             self._trace(f"restart {node_id}: already up")
@@ -506,6 +529,11 @@ class Simulation:
             self.crash(node_id, lose_unsynced=lose_unsynced)
             return
         host.engine.flush()
+        if host.crash_after_flush is not None and outbox.after_commit:
+            lose_unsynced = host.crash_after_flush
+            self._trace(f"{node_id} dies after its flush, before sending what followed it")
+            self.crash(node_id, lose_unsynced=lose_unsynced)
+            return
         for dst, message in outbox.after_commit:
             self._send(node_id, dst, message)
         for token, result in outbox.replies:
@@ -607,8 +635,44 @@ class Simulation:
         node.submit(_request(op), op.op_id, self.node_now(op.node))
         self._turn(op.node)
 
+    def submit_request(
+        self, node_id: str, request: object, done: Callable[[object], None], label: str = ""
+    ) -> None:
+        """Send any core request to ``node_id`` now; ``done`` gets its result
+        (an ``OpError`` for a failure). A node that is down refuses it
+        (UNAVAILABLE, definite); a crash of the node before it answers, or
+        no answer within ``client_timeout_ms``, is a non-definite TIMEOUT."""
+        token = self.next_op_id()
+        self._trace(f"request {node_id} op{token} {label or type(request).__name__}")
+        node = self._hosts[node_id].node
+        if node is None:
+            done(_REFUSED_DOWN)
+            return
+        self._requests[token] = (node_id, done)
+        self._push(self.now + self.config.client_timeout_ms, _ClientTimeout(token))
+
+        def submit() -> None:
+            target = self._hosts[node_id].node
+            if target is None or token not in self._requests:
+                return  # the node crashed or the client gave up meanwhile
+            target.submit(request, token, self.node_now(node_id))
+            self._turn(node_id)
+
+        if not self._hold(node_id, _Action(f"op{token} reaches {node_id}", submit)):
+            submit()
+
+    def _answer_request(self, token: int, result: object) -> None:
+        entry = self._requests.pop(token, None)
+        if entry is None:
+            return
+        self._trace(f"answer {entry[0]} op{token} {_describe_result(result)}")
+        entry[1](result)
+
     def _on_reply(self, node_id: str, token: object, result: object) -> None:
         assert isinstance(token, int)
+        if token in self._requests:
+            self._answer_request(token, result)
+            return
         entry = self._in_flight.get(token)
         if entry is None:
             self._trace(f"late reply {node_id} op{token} {_describe_result(result)}")
@@ -624,6 +688,9 @@ class Simulation:
         self._finish(op, client, OK, "")
 
     def _on_client_timeout(self, op_id: int) -> None:
+        if op_id in self._requests:
+            self._answer_request(op_id, _CLIENT_TIMEOUT)
+            return
         entry = self._in_flight.get(op_id)
         if entry is not None:
             self._finish(entry[0], entry[1], INFO, "client timeout")
@@ -714,7 +781,7 @@ class Simulation:
         return sum(self._hosts[n].crashes for n in self.node_ids)
 
     def in_flight_ops(self) -> int:
-        return len(self._in_flight)
+        return len(self._in_flight) + len(self._requests)
 
     # -- trace -----------------------------------------------------------------------
 
@@ -732,6 +799,15 @@ class Simulation:
     def trace_digest(self) -> str:
         """blake2b of every trace line so far: equal digests, equal runs."""
         return self._digest.copy().hexdigest()
+
+
+_LOST_IN_CRASH = OpError(
+    ErrorKind.TIMEOUT, "connection lost: the node crashed", code="TIMEOUT", definite=False
+)
+_REFUSED_DOWN = OpError(
+    ErrorKind.UNAVAILABLE, "connection refused: the node is down", code="UNAVAILABLE"
+)
+_CLIENT_TIMEOUT = OpError(ErrorKind.TIMEOUT, "client timeout", code="TIMEOUT", definite=False)
 
 
 def _request(op: Op) -> Read | Mutate:
