@@ -132,6 +132,8 @@ SWEEP = [
     *(("set", "causal", "quorum", seed) for seed in (5, 6)),
     *(("set", "lww", "all", seed) for seed in (7, 8)),
     *(("siblings", "causal", "quorum", seed) for seed in (1, 2, 3)),
+    *(("register", "strong", "linearizable", seed) for seed in (1, 2, 3)),
+    *(("counter", "strong", "linearizable", seed) for seed in (4, 5)),
 ]
 
 

@@ -86,10 +86,11 @@ def verify(
         _die(f"--fsync must be always, batch or never, not {fsync!r}")
     if fsync != "always" and not simulate:
         _die("--fsync applies to the simulator; real nodes keep the fsync they were started with")
-    chosen_mode = mode or ("causal" if workload == "siblings" else "lww")
-    if chosen_mode not in ("lww", "causal"):
-        _die(f"--mode must be lww or causal (strong keyspaces come with CASPaxos), not {mode!r}")
-    # (the counter workload waits for strong keyspaces; see issue 6)
+    chosen_mode = mode or {"siblings": "causal", "counter": "strong"}.get(workload, "lww")
+    if chosen_mode not in ("lww", "causal", "strong"):
+        _die(f"--mode must be lww, causal or strong, not {mode!r}")
+    if chosen_mode == "strong" and workload not in ("register", "counter"):
+        _die("a strong keyspace runs the register or counter workload")
     if workload == "siblings" and chosen_mode != "causal":
         _die("the siblings workload needs --mode causal")
     if workload == "counter" and chosen_mode != "strong":

@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -177,7 +179,7 @@ async def _run(
     faults = schedule(fault_rng, cluster.ids, options.faults, duration_ms)
     started = time.monotonic()
     recorder = Recorder(clock=lambda: int((time.monotonic() - started) * 1e9))
-    workload = make_workload(options.workload)
+    workload = make_workload(options.workload, cas=options.mode == "strong")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         await _create_keyspace(http, cluster, options)
         nemesis = _Nemesis(cluster, http)
@@ -205,7 +207,8 @@ async def _run(
             for spec in workload.final_reads():
                 await driver.final_read(1000 + index, node, spec)
         await asyncio.sleep(2)  # read repairs land
-        replicas, homes = await _collect_replicas(http, cluster, sorted(driver.touched))
+        touched = sorted(driver.touched) if options.mode != "strong" else []
+        replicas, homes = await _collect_replicas(http, cluster, touched)
         await driver.close()
     return RunData(
         options=options,
@@ -221,7 +224,7 @@ async def _run(
 async def _create_keyspace(
     http: aiohttp.ClientSession, cluster: ClusterHandle, options: VerifyOptions
 ) -> None:
-    body = {"mode": options.mode, "n": options.n_replicas}
+    body: dict[str, Any] = {"mode": options.mode, "n": options.n_replicas}
     url = f"{cluster.http(cluster.ids[0])}/v1/keyspaces/{KEYSPACE}"
     async with http.put(url, json=body) as reply:
         if reply.status not in (200, 201):
@@ -380,6 +383,9 @@ class _Driver:
                 socket_timeout=OP_TIMEOUT_S,
                 socket_connect_timeout=2,
                 single_connection_client=True,
+                # No silent retries: a retried command could apply twice, and
+                # its outcome must be recorded as the client saw it.
+                retry=Retry(NoBackoff(), 0),
             )
             setup: Any = conn
             await setup.execute_command("RINGKV.KEYSPACE", KEYSPACE)
@@ -431,17 +437,21 @@ class _Driver:
         more: dict[str, Any] = {}  # what the operation saw before it wrote (siblings)
         try:
             conn = await self._connection(client, node)
+        except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
+            # Nothing of this operation was sent: certainly no effect.
+            await self._drop(client)
+            return self.recorder.complete(invoke, FAIL, error=f"no connection: {exc}")
+        try:
             value = await asyncio.wait_for(self._execute(conn, spec, more), OP_TIMEOUT_S)
         except ResponseError as exc:
             text = str(exc)
             kind = FAIL if text.split(" ", 1)[0] in _DEFINITE else INFO
             event = self.recorder.complete(invoke, self._unsent(kind, more), error=text, **more)
         except (RedisConnectionError, ConnectionRefusedError) as exc:
+            # The command may have been sent before the connection broke: unknown.
             await self._drop(client)
-            # Refused before sending: certainly no effect; lost midway: unknown.
-            refused = "refused" in str(exc).lower() or "connect" in str(exc).lower()
-            kind = FAIL if refused else INFO
-            event = self.recorder.complete(invoke, self._unsent(kind, more), error=str(exc), **more)
+            kind = self._unsent(INFO, more)
+            event = self.recorder.complete(invoke, kind, error=str(exc), **more)
         except (TimeoutError, RedisTimeoutError, OSError) as exc:
             await self._drop(client)
             kind = self._unsent(INFO, more)
@@ -491,4 +501,8 @@ class _Driver:
         if spec.f == "write":
             await conn.set(spec.key, str(spec.value))
             return None
+        if spec.f == "cas":
+            expected, new = spec.value
+            await conn.execute_command("RINGKV.CAS", spec.key, str(expected), str(new))
+            return None  # a mismatch is the -MISMATCH error: a definite fail
         raise ValueError(f"no RESP mapping for {spec.f!r}")

@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ringkv.check.history import FAIL, INFO, OK, Event, Recorder
+from ringkv.core import ops
 from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
+from ringkv.core.errors import OpError
 from ringkv.core.record import ConflictMode
+from ringkv.core.requests import Cas, Mutate, Read, RegisterValue
 from ringkv.core.ring import key_token, preference_list
 from ringkv.sim.history import Op
 from ringkv.sim.network import LinkFault
@@ -51,7 +54,7 @@ def run_simulated(options: VerifyOptions, progress: Callable[[str], None] | None
     for step in steps(faults, duration_ms):
         sim.schedule(step.at_ms, step.label or step.action, _applier(sim, step))
     recorder = Recorder(clock=lambda: sim.now * 1_000_000)
-    workload = make_workload(options.workload)
+    workload = make_workload(options.workload, cas=options.mode == "strong")
     runner = _Runner(sim, recorder, options)
     rng = sim.workload_rng
     for client in range(options.processes):
@@ -80,7 +83,9 @@ def run_simulated(options: VerifyOptions, progress: Callable[[str], None] | None
     n = min(options.n_replicas, options.nodes)
     replicas: dict[str, dict[str, list[Any]]] = {}
     homes: dict[str, tuple[str, ...]] = {}
-    for key in sorted(runner.touched):
+    # A strong keyspace's acceptors need not converge (a minority may lag
+    # behind the committed state for good); only lww/causal replicas are compared.
+    for key in sorted(runner.touched) if options.mode != "strong" else []:
         raw = key.encode()
         homes[key] = preference_list(sim.ring, key_token(raw), n)
         replicas[key] = {
@@ -163,9 +168,11 @@ class _Runner:
         def finish(kind: str, value: Any = None, error: str = "", **more: Any) -> None:
             then(self.recorder.complete(invoke, kind, value, error, **more))
 
-        if spec.f in ("read", "write") and not spec.members and self.options.workload != "set":
+        if spec.f in ("read", "write", "cas", "add") and self.options.workload != "set":
             self.touched.add(spec.key)
-        if spec.f == "read" and spec.members:
+        if self.options.mode == "strong":
+            self._strong(node, spec, finish)
+        elif spec.f == "read" and spec.members:
             self._read_set(node, spec, finish)
         elif spec.f == "read":
 
@@ -196,6 +203,33 @@ class _Runner:
             )
         else:
             raise ValueError(f"the simulator has no {spec.f!r} operation")
+
+    def _strong(self, node: str, spec: OpSpec, finish: Callable[..., None]) -> None:
+        """A register in a strong keyspace: requests straight to the node."""
+        key = spec.key.encode()
+        level = Level(self.level)
+        request: object
+        if spec.f == "read":
+            request = Read(KEYSPACE, key, level)
+        elif spec.f == "write":
+            request = Mutate(KEYSPACE, key, ops.Put(str(spec.value).encode()))
+        elif spec.f == "cas":
+            expected, new = spec.value
+            request = Cas(KEYSPACE, key, str(expected).encode(), str(new).encode())
+        elif spec.f == "add":  # the counter workload: INCRBY
+            request = Mutate(KEYSPACE, key, ops.IncrBy(spec.value))
+        else:
+            raise ValueError(f"no strong request for {spec.f!r}")
+
+        def done(result: object) -> None:
+            if isinstance(result, OpError):
+                finish(FAIL if result.definite else INFO, error=f"{result.code}: {result.message}")
+            elif isinstance(result, RegisterValue):
+                finish(OK, int(result.value) if result.value is not None else None)
+            else:
+                finish(OK)
+
+        self.sim.submit_request(node, request, done, label=f"{spec.f} {spec.key}")
 
     def _read_set(self, node: str, spec: OpSpec, finish: Callable[..., None]) -> None:
         parts: dict[str, Op] = {}
