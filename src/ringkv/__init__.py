@@ -7,7 +7,7 @@ classes of ``ringkv.exceptions``. The server is ``ringkv serve`` (``ringkv.cli``
 
 __version__ = "0.1.0"
 
-from ringkv.client import AsyncClient, Client, Siblings, Version
+from ringkv.client import AsyncClient, AsyncLock, Client, Lock, Siblings, Version
 from ringkv.embedded import AsyncStore, Store, open, open_async
 from ringkv.exceptions import (
     IncrementOverflowError,
@@ -28,11 +28,13 @@ from ringkv.exceptions import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncLock",
     "AsyncStore",
     "Client",
     "IncrementOverflowError",
     "InvalidRequestError",
     "KeyTooLargeError",
+    "Lock",
     "MismatchError",
     "NotFoundError",
     "NotIntegerError",

@@ -813,6 +813,7 @@ HttpUrlOption = Annotated[
 class _Mode(StrEnum):
     lww = "lww"
     causal = "causal"
+    strong = "strong"
 
 
 class _Level(StrEnum):
@@ -820,6 +821,7 @@ class _Level(StrEnum):
     quorum = "quorum"
     all = "all"
     local_quorum = "local_quorum"
+    linearizable = "linearizable"
 
 
 def _http_json(
@@ -846,15 +848,33 @@ def _http_json(
 @keyspace_app.command("create")
 def keyspace_create(
     name: Annotated[str, typer.Argument(help="Keyspace name.")],
-    mode: Annotated[_Mode, typer.Option("--mode", help="Conflict mode.")] = _Mode.lww,
+    mode: Annotated[
+        _Mode,
+        typer.Option(
+            "--mode",
+            help="Conflict mode: lww (newest write wins), causal (concurrent writes kept as "
+            "siblings) or strong (linearizable registers through CASPaxos: compare-and-set, "
+            "locks, atomic INCR/SETNX; writable only where a majority of a key's replicas is).",
+        ),
+    ] = _Mode.lww,
     n: Annotated[int, typer.Option("--n", min=1, max=15, help="Replicas per key.")] = 3,
-    level: Annotated[_Level, typer.Option("--level", help="Default level.")] = _Level.quorum,
+    level: Annotated[
+        _Level | None,
+        typer.Option(
+            "--level",
+            help="Default level of requests (default: quorum; linearizable for --mode "
+            "strong, whose reads at other levels are possibly stale).",
+            show_default=False,
+        ),
+    ] = None,
     url: HttpUrlOption = "http://127.0.0.1:8380",
     password: PasswordOption = None,
     timeout: TimeoutOption = 5.0,
 ) -> None:
-    """Create keyspace NAME; its mode and n are fixed for good."""
-    body = {"mode": mode.value, "n": n, "level": level.value}
+    """Create keyspace NAME; its mode, n and level are fixed for good."""
+    body: dict[str, object] = {"mode": mode.value, "n": n}
+    if level is not None:
+        body["level"] = level.value
     status, spec = _http_json(
         "PUT", f"{url.rstrip('/')}/v1/keyspaces/{name}", password, timeout, body
     )

@@ -1,8 +1,9 @@
 """The Python exceptions of ringkv: one class per row of DESIGN.md's error table.
 
-The core answers a failed request with an ``OpError`` value; every Python
-front end (the embedded ``Store`` now, ``ringkv.Client`` later) turns it into
-one of these with ``error_from_op``. ``definite`` is true only when the
+The core answers a failed request with an ``OpError`` value; the embedded
+``Store`` turns it into one of these with ``error_from_op``, and
+``ringkv.Client`` maps the RESP prefixes ``MISMATCH``, ``UNAVAILABLE``,
+``TIMEOUT`` and ``WRONGLEVEL`` to the same classes. ``definite`` is true only when the
 operation certainly had no effect (STYLE.md rule 11): an
 ``OutcomeUnknownError`` never is.
 

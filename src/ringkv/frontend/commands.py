@@ -7,6 +7,13 @@ that turns their results into the reply. Argument parsing, option rules and
 error texts follow Redis 7 (t_string.c, expire.c, db.c, networking.c).
 Multi-key commands (MGET, MSET, DEL, EXISTS) become one request per key: they
 are per key, not atomic, as DESIGN.md states.
+
+In a ``strong`` keyspace (core/strong.py) a read answers a ``RegisterValue``
+and a write a ``Versioned(result, version)``; the finishers below read both
+shapes through ``_plain`` and ``_live``, so every Redis command replies as
+Redis does there too. The ringkv extensions RINGKV.CAS, RINGKV.LOCK and
+RINGKV.UNLOCK exist only for strong keyspaces and reply versions and fencing
+tokens as integers.
 """
 
 from __future__ import annotations
@@ -17,21 +24,29 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ringkv.core import ops
-from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, Level
+from ringkv.core.config import DEFAULT_KEYSPACE, LOCKS_KEYSPACE, KeyspaceSpec, Level
 from ringkv.core.errors import ErrorKind, OpError, invalid
 from ringkv.core.node import (
+    Cas,
     Count,
     Flush,
     ListKeyspaces,
+    Lock,
+    LockGranted,
+    LockReleased,
     Mutate,
     PutMany,
     RandomKey,
     Read,
     ReadResult,
+    RegisterValue,
     Request,
     Scan,
     ScanResult,
+    Unlock,
+    Versioned,
 )
+from ringkv.core.strong import wrong_level
 from ringkv.frontend.context import decode_context, encode_context, version_tag
 from ringkv.frontend.glob import glob_matcher
 from ringkv.frontend.resp import OK, Double, RespMap, SimpleString, Verbatim
@@ -74,6 +89,7 @@ class ServerView(Protocol):
     """What introspection commands need from the running server."""
 
     requirepass: str | None
+    started_ms: int  # when this server process started (names default lock owners)
 
     def now_ms(self) -> int: ...
 
@@ -185,14 +201,29 @@ def _int_arg(raw: bytes) -> int | None:
 
 
 def _first(results: list[object]) -> object:
-    return results[0]
+    return _plain(results[0])
+
+
+def _plain(result: object) -> object:
+    """A write's result as an lww keyspace answers it: a strong keyspace
+    wraps it in ``Versioned(result, version)``."""
+    return result.result if isinstance(result, Versioned) else result
+
+
+def _live(result: ReadResult | RegisterValue) -> tuple[bytes, int] | None:
+    """The value a read found and its expiry (0: none), whatever the mode:
+    the newest sibling of an lww/causal read, the register of a strong one."""
+    if isinstance(result, RegisterValue):
+        return None if result.value is None else (result.value, result.expires_at_ms)
+    newest = result.newest
+    return None if newest is None else (newest.value, newest.expires_at_ms)
 
 
 def _value_of(result: object) -> object:
-    if isinstance(result, ReadResult):
-        newest = result.newest
-        return newest.value if newest is not None else None
-    return result
+    if isinstance(result, ReadResult | RegisterValue):
+        live = _live(result)
+        return live[0] if live is not None else None
+    return _plain(result)
 
 
 def _get_finish(results: list[object]) -> object:
@@ -207,7 +238,7 @@ def _ok_or_error(results: list[object]) -> object:
 
 
 def _bool_int(results: list[object]) -> object:
-    result = results[0]
+    result = _plain(results[0])
     return result if isinstance(result, OpError) else int(bool(result))
 
 
@@ -652,7 +683,7 @@ def _set(s: Session, args: list[bytes], server: ServerView) -> object:
 
 
 def _set_finish(results: list[object]) -> object:
-    result = results[0]
+    result = _plain(results[0])
     if isinstance(result, OpError):
         return result
     return OK if result else None
@@ -735,7 +766,22 @@ def _mget(s: Session, args: list[bytes], server: ServerView) -> object:
     return Call([s.read(key) for key in args[1:]], _mget_finish)
 
 
+# Errors that mean "could not read", not "absent": a multi-key read answers
+# the error rather than a nil that would pass for a missing key.
+_READ_FAILURES = (ErrorKind.UNAVAILABLE, ErrorKind.TIMEOUT, ErrorKind.WRONG_LEVEL)
+
+
+def _failed_read(results: list[object]) -> OpError | None:
+    for result in results:
+        if isinstance(result, OpError) and result.kind in _READ_FAILURES:
+            return result
+    return None
+
+
 def _mget_finish(results: list[object]) -> object:
+    failed = _failed_read(results)
+    if failed is not None:
+        return failed
     return [None if isinstance(r, OpError) else _value_of(r) for r in results]
 
 
@@ -760,7 +806,7 @@ def _sum_truthy(results: list[object]) -> object:
     for result in results:
         if isinstance(result, OpError):
             return result
-        total += 1 if result else 0
+        total += 1 if _plain(result) else 0
     return total
 
 
@@ -775,7 +821,10 @@ def _unlink(s: Session, args: list[bytes], server: ServerView) -> object:
 
 
 def _exists_finish(results: list[object]) -> object:
-    return sum(1 for r in results if isinstance(r, ReadResult) and r.versions)
+    failed = _failed_read(results)
+    if failed is not None:
+        return failed
+    return sum(1 for r in results if isinstance(r, ReadResult | RegisterValue) and _live(r))
 
 
 @command("exists", -2, "readonly", "fast", keys=(1, -1, 1))
@@ -789,7 +838,7 @@ def _type(s: Session, args: list[bytes], server: ServerView) -> object:
         result = results[0]
         if isinstance(result, OpError):
             return result
-        present = isinstance(result, ReadResult) and result.versions
+        present = isinstance(result, ReadResult | RegisterValue) and _live(result)
         return SimpleString("string" if present else "none")
 
     return Call([s.read(args[1])], finish)
@@ -859,15 +908,16 @@ def _ttl(s: Session, args: list[bytes], server: ServerView, unit_ms: int, absolu
         result = results[0]
         if isinstance(result, OpError):
             return result
-        assert isinstance(result, ReadResult)
-        newest = result.newest
-        if newest is None:
+        assert isinstance(result, ReadResult | RegisterValue)
+        live = _live(result)
+        if live is None:
             return -2
-        if newest.expires_at_ms == 0:
+        expires_at_ms = live[1]
+        if expires_at_ms == 0:
             return -1
         if absolute:
-            return newest.expires_at_ms // unit_ms
-        remaining = max(0, newest.expires_at_ms - now)
+            return expires_at_ms // unit_ms
+        remaining = max(0, expires_at_ms - now)
         return (remaining + 500) // 1000 if unit_ms == 1000 else remaining
 
     return Call([s.read(args[1])], finish)
@@ -1076,7 +1126,10 @@ def _no_keyspace(name: str) -> OpError:
     )
 
 
-@command("ringkv.keyspace", -1, "fast", keys=(0, 0, 0), group="ringkv")
+@command(
+    "ringkv.keyspace", -1, "fast", keys=(0, 0, 0), group="ringkv",
+    summary="Use a keyspace on this connection (or show which)",
+)  # fmt: skip
 def _ringkv_keyspace(s: Session, args: list[bytes], server: ServerView) -> object:
     """RINGKV.KEYSPACE [name]: use a keyspace on this connection (or show it)."""
     if len(args) == 1:
@@ -1100,9 +1153,16 @@ def _ringkv_keyspace(s: Session, args: list[bytes], server: ServerView) -> objec
     return Call([ListKeyspaces()], finish)
 
 
-@command("ringkv.consistency", -1, "fast", keys=(0, 0, 0), group="ringkv")
+@command(
+    "ringkv.consistency", -1, "fast", keys=(0, 0, 0), group="ringkv",
+    summary="Set (or show) this connection's consistency level",
+)  # fmt: skip
 def _ringkv_consistency(s: Session, args: list[bytes], server: ServerView) -> object:
-    """RINGKV.CONSISTENCY [level [R n] [W n]]: the level of this connection's requests."""
+    """RINGKV.CONSISTENCY [level [R n] [W n]]: the level of this connection's
+    requests. ``linearizable`` is accepted only while the connection uses a
+    strong keyspace (else WRONGLEVEL, saying how to create one); a strong
+    keyspace reads at ``one``/``quorum``/``all`` without a Paxos round
+    (possibly stale) and writes linearizably whatever the level."""
     if len(args) == 1:
         shown = s.level.value if s.level is not None else "default"
         return [shown, s.r, s.w]
@@ -1111,13 +1171,6 @@ def _ringkv_consistency(s: Session, args: list[bytes], server: ServerView) -> ob
     except ValueError:
         names = ", ".join(level.value for level in Level)
         return invalid(f"unknown consistency level; use one of {names}")
-    if level is Level.LINEARIZABLE:
-        return OpError(
-            ErrorKind.WRONG_LEVEL,
-            "linearizable needs a strong keyspace, which this version does not have yet; "
-            "use one, quorum or all",
-            code="WRONGLEVEL",
-        )
     r = w = 0
     i = 2
     while i < len(args):
@@ -1130,8 +1183,23 @@ def _ringkv_consistency(s: Session, args: list[bytes], server: ServerView) -> ob
         else:
             w = count
         i += 2
-    s.level, s.r, s.w = level, r, w
-    return OK
+    if level is not Level.LINEARIZABLE:
+        s.level, s.r, s.w = level, r, w
+        return OK
+    keyspace = s.keyspace
+
+    def finish(results: list[object]) -> object:
+        specs = results[0]
+        if isinstance(specs, OpError):
+            return specs
+        assert isinstance(specs, list)
+        spec = next((k for k in specs if isinstance(k, KeyspaceSpec) and k.name == keyspace), None)
+        if spec is None or not spec.strong:
+            return wrong_level("linearizable", spec, keyspace)
+        s.level, s.r, s.w = level, r, w
+        return OK
+
+    return Call([ListKeyspaces()], finish)
 
 
 def _read_versions(results: list[object]) -> ReadResult | OpError:
@@ -1142,11 +1210,21 @@ def _read_versions(results: list[object]) -> ReadResult | OpError:
     return result
 
 
-@command("ringkv.getv", 2, "readonly", group="ringkv")
+@command(
+    "ringkv.getv", 2, "readonly", group="ringkv",
+    summary="Get a key's value, version and causal context",
+)  # fmt: skip
 def _ringkv_getv(s: Session, args: list[bytes], server: ServerView) -> object:
-    """RINGKV.GETV key -> [value, version, context] (the newest sibling)."""
+    """RINGKV.GETV key -> [value, version, context]: in an lww/causal keyspace
+    the newest sibling, its version as a bulk ``wall_ms.logical.node.counter``
+    and the causal context; in a strong keyspace the register's value, its
+    version as an integer (the one RINGKV.CAS ... VERSION compares; 0: never
+    written) and a nil context (strong keys have none)."""
 
     def finish(results: list[object]) -> object:
+        if isinstance(results[0], RegisterValue):
+            register = results[0]
+            return [register.value, register.version, None]
         read = _read_versions(results)
         if isinstance(read, OpError):
             return read
@@ -1159,11 +1237,18 @@ def _ringkv_getv(s: Session, args: list[bytes], server: ServerView) -> object:
     return Call([s.read(args[1])], finish)
 
 
-@command("ringkv.siblings", 2, "readonly", group="ringkv")
+@command(
+    "ringkv.siblings", 2, "readonly", group="ringkv",
+    summary="Get every live sibling of a key and their causal context",
+)  # fmt: skip
 def _ringkv_siblings(s: Session, args: list[bytes], server: ServerView) -> object:
-    """RINGKV.SIBLINGS key -> [context, [value ...]] (every live sibling)."""
+    """RINGKV.SIBLINGS key -> [context, [value ...]] (every live sibling). A
+    strong keyspace never has siblings: [nil, [value]] (or [nil, []])."""
 
     def finish(results: list[object]) -> object:
+        if isinstance(results[0], RegisterValue):
+            value = results[0].value
+            return [None, [] if value is None else [value]]
         read = _read_versions(results)
         if isinstance(read, OpError):
             return read
@@ -1172,7 +1257,10 @@ def _ringkv_siblings(s: Session, args: list[bytes], server: ServerView) -> objec
     return Call([s.read(args[1])], finish)
 
 
-@command("ringkv.put", -3, "write", group="ringkv")
+@command(
+    "ringkv.put", -3, "write", group="ringkv",
+    summary="Write a value that supersedes what a causal context saw",
+)  # fmt: skip
 def _ringkv_put(s: Session, args: list[bytes], server: ServerView) -> object:
     """RINGKV.PUT key value [CONTEXT ctx]: a write that supersedes what ctx saw."""
     context: dict[str, int] | None = None
@@ -1185,3 +1273,108 @@ def _ringkv_put(s: Session, args: list[bytes], server: ServerView) -> object:
         return SYNTAX_ERROR
     request = Mutate(s.keyspace, args[1], ops.Put(args[2]), s.level, s.w, context)
     return _call1(request, _set_finish)
+
+
+# -- strong keyspaces: compare-and-set and locks (core/strong.py) ------------------
+
+
+def _version_reply(results: list[object]) -> object:
+    """A write's new version as an integer (RINGKV.CAS)."""
+    result = results[0]
+    if isinstance(result, Versioned):
+        return result.version
+    return result  # an OpError: MISMATCH, UNAVAILABLE, TIMEOUT, WRONGLEVEL, ...
+
+
+@command(
+    "ringkv.cas", -4, "write", group="ringkv",
+    summary="Compare-and-set a key of a strong keyspace; replies the new version",
+)  # fmt: skip
+def _ringkv_cas(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.CAS key expected new | RINGKV.CAS key VERSION v new -> the new
+    version (integer); ``-MISMATCH ...`` (certainly not written) when the
+    value is not ``expected`` (absent never is) or the version is not ``v``
+    (0: never written; a deleted key keeps counting, see RINGKV.GETV)."""
+    if len(args) == 4:
+        return _call1(Cas(s.keyspace, args[1], args[2], args[3]), _version_reply)
+    if len(args) != 5 or args[2].lower() != b"version":
+        return SYNTAX_ERROR
+    version = _int_arg(args[3])
+    if version is None or version < 0:
+        return invalid("version must be an integer >= 0 (RINGKV.GETV tells a key's version)")
+    return _call1(Cas(s.keyspace, args[1], None, args[4], version=version), _version_reply)
+
+
+def _lock_options(options: list[bytes]) -> tuple[str | None, str] | OpError:
+    """``[OWNER owner] [KEYSPACE name]`` of RINGKV.LOCK/UNLOCK: the owner
+    given (None: not given) and the keyspace (``locks`` unless named)."""
+    owner: str | None = None
+    keyspace = LOCKS_KEYSPACE
+    if len(options) % 2:
+        return SYNTAX_ERROR
+    for option, raw in zip(options[0::2], options[1::2], strict=True):
+        if option.lower() == b"owner" and raw:
+            owner = raw.decode("utf-8", "surrogateescape")
+        elif option.lower() == b"keyspace":
+            keyspace = raw.decode("utf-8", "replace")
+        else:
+            return SYNTAX_ERROR
+    return owner, keyspace
+
+
+def _default_lock_owner(s: Session, server: ServerView) -> str:
+    """The owner of a lock taken without OWNER: this connection, named so that
+    no other connection of any node or run can be mistaken for it (client
+    ids restart at 1 in every server process)."""
+    return f"conn:{s.laddr}:{server.started_ms}:{s.id}"
+
+
+def _lock_finish(results: list[object]) -> object:
+    result = results[0]
+    return result.token if isinstance(result, LockGranted) else result
+
+
+@command(
+    "ringkv.lock", -3, "write", group="ringkv",
+    summary="Take or renew a lock for ttl_ms; replies its fencing token",
+)  # fmt: skip
+def _ringkv_lock(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.LOCK name ttl_ms [OWNER owner] [KEYSPACE ks] -> the fencing token
+    (an integer, larger than every token the lock had before). Held by
+    another owner: ``-MISMATCH the lock is held by another owner``. The
+    owner defaults to this connection; a client that renews or releases from
+    other connections names one (OWNER, unique per holder). Taking a lock its
+    owner holds renews it, with a new token."""
+    ttl_ms = _int_arg(args[2])
+    if ttl_ms is None or ttl_ms < 1:
+        return invalid("ttl_ms must be a positive integer (milliseconds)")
+    options = _lock_options(args[3:])
+    if isinstance(options, OpError):
+        return options
+    owner, keyspace = options
+    owner = owner if owner is not None else _default_lock_owner(s, server)
+    return _call1(Lock(args[1], owner, ttl_ms, keyspace), _lock_finish)
+
+
+def _unlock_finish(results: list[object]) -> object:
+    result = results[0]
+    return OK if isinstance(result, LockReleased) else result
+
+
+@command(
+    "ringkv.unlock", -3, "write", group="ringkv",
+    summary="Release a lock taken with a fencing token",
+)  # fmt: skip
+def _ringkv_unlock(s: Session, args: list[bytes], server: ServerView) -> object:
+    """RINGKV.UNLOCK name token [OWNER owner] [KEYSPACE ks] -> OK; ``-MISMATCH
+    the lock is not held with this token`` when it is not (a later grant or
+    renewal, or released already). The token alone names the grant; OWNER,
+    when given, must match too."""
+    token = _int_arg(args[2])
+    if token is None or token < 1:
+        return invalid("token must be a fencing token RINGKV.LOCK replied (an integer >= 1)")
+    options = _lock_options(args[3:])
+    if isinstance(options, OpError):
+        return options
+    owner, keyspace = options
+    return _call1(Unlock(args[1], token, owner, keyspace), _unlock_finish)

@@ -2,7 +2,7 @@
 
 Theory of operation. This is a front end like the RESP server and just as
 thin (STYLE.md rule 20): each handler decodes its HTTP request into one core
-request (``Read``, ``Mutate``, ``Scan``, ``Count``), awaits
+request (``Read``, ``Mutate``, ``Cas``, ``Scan``, ``Count``), awaits
 ``NodeHost.call`` (which releases the reply only after the group commit) and
 renders the result. An ``OpError`` becomes ``{"error": {"code", "message",
 "definite"}}`` with the status of DESIGN.md's error table; the ``code`` is the
@@ -22,6 +22,15 @@ Keys: ``/v1/kv/{key}`` percent-decodes the rest of the path to the key's
 bytes (UTF-8 text is expected; any byte may be percent-encoded), and
 ``/v1/kv?key_b64=`` takes URL-safe base64 for binary keys. Listing walks the
 ring with core ``Scan`` steps; its cursor is a ring token (see core/ring.py).
+
+Strong keyspaces (core/strong.py). A read answers ``RegisterValue``: the
+value with ``ETag: "<version>"`` (an integer; a 404 carries it too, so that a
+deleted key can be written back with If-Match) and ``X-Ringkv-Stale``. A
+write answers ``Versioned``: 204 with the new version in ``ETag``. PUT and
+DELETE with ``If-Match: "<version>"`` are a core ``Cas`` on the version;
+``If-None-Match: *`` is SET NX and ``If-Match: *`` SET XX (in any keyspace
+whose mode allows them). A precondition that fails is 412 ``mismatch``.
+``?consistency=`` sets the level of any key request.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -43,8 +53,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ringkv import __version__
 from ringkv.core import ops
 from ringkv.core.config import DEFAULT_KEYSPACE, KeyspaceSpec, Level
-from ringkv.core.errors import OpError
+from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.node import (
+    Cas,
     Count,
     CreateKeyspace,
     Inspect,
@@ -52,11 +63,15 @@ from ringkv.core.node import (
     Mutate,
     Read,
     ReadResult,
+    RegisterReport,
+    RegisterValue,
     ReplicaReport,
     Request,
     Scan,
     ScanResult,
+    Versioned,
 )
+from ringkv.core.paxos import AcceptorState
 from ringkv.core.record import ConflictMode, Version
 from ringkv.core.ring import TOKEN_MAX, key_token, ownership
 from ringkv.frontend.context import decode_context, encode_context, version_tag
@@ -156,6 +171,55 @@ def _context_header(request: web.Request) -> dict[str, int] | None:
         raise _invalid(f"X-Ringkv-Context: {exc}; send back the one a GET returned") from None
 
 
+_LEVEL_NAMES = ", ".join(level.value for level in Level)
+
+
+def _level(request: web.Request) -> Level | None:
+    """``?consistency=``: the request's level (None: the keyspace's)."""
+    raw = request.query.get("consistency")
+    if raw is None:
+        return None
+    try:
+        return Level(raw)
+    except ValueError:
+        raise _invalid(f"consistency must be one of {_LEVEL_NAMES}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Precondition:
+    """A write's HTTP precondition: ``If-Match: "<version>"`` (``version``),
+    ``If-Match: *`` (``exists`` True) or ``If-None-Match: *`` (``exists`` False)."""
+
+    version: int | None = None
+    exists: bool | None = None
+
+
+_IF_MATCH_HELP = (
+    'If-Match takes one version of a strong keyspace\'s key, as its ETag gave it ("<integer>"), '
+    "or *"
+)
+
+
+def _precondition(request: web.Request) -> _Precondition | None:
+    if_match = request.headers.get("If-Match")
+    if_none_match = request.headers.get("If-None-Match")
+    if if_match is not None and if_none_match is not None:
+        raise _invalid("give If-Match or If-None-Match, not both")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise _invalid("If-None-Match takes only * on a write (write only if absent)")
+        return _Precondition(exists=False)
+    if if_match is None:
+        return None
+    text = if_match.strip()
+    if text == "*":
+        return _Precondition(exists=True)
+    inner = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else ""
+    if not inner.isascii() or not inner.isdigit() or len(inner) > 18:
+        raise _invalid(_IF_MATCH_HELP)
+    return _Precondition(version=int(inner))
+
+
 async def _read_json(request: web.Request) -> dict[str, object]:
     raw = await _read_body(request, 64 * 1024)
     try:
@@ -194,6 +258,42 @@ def _report_json(report: ReplicaReport) -> dict[str, object]:
             {"for": home, "versions": [_version_json(v) for v in versions]}
             for home, versions in report.hints.items()
         ],
+    }
+
+
+def _acceptor_json(node: str, acceptor: AcceptorState | None) -> dict[str, object]:
+    """One home's acceptor row of a strong key, in the operator JSON's shape:
+    ``versions`` holds the register state it accepted (none: nothing yet)."""
+    row: dict[str, object] = {
+        "node": node, "home": True, "reachable": acceptor is not None, "versions": [],
+    }  # fmt: skip
+    if acceptor is None:
+        return row
+    state = acceptor.state
+    row["acceptor"] = {
+        "promised": list(acceptor.promised),
+        "accepted": list(acceptor.accepted),
+        "version": state.version,
+    }
+    if state.version:
+        value = _text_or_b64(state.value) if state.value is not None else {}
+        row["versions"] = [
+            {
+                **value,
+                "version": state.version,
+                "expires_at_ms": state.expires_at_ms,
+                "tombstone": state.value is None,
+            }
+        ]
+    return row
+
+
+def _register_report_json(report: RegisterReport) -> dict[str, object]:
+    """``?replicas=true`` for a key of a strong keyspace: each home's acceptor."""
+    return {
+        "key": report.key.decode("utf-8", "backslashreplace"),
+        "replicas": [_acceptor_json(node, state) for node, state in report.acceptors.items()],
+        "hints": [],
     }
 
 
@@ -272,6 +372,49 @@ def _value_response(read: ReadResult) -> web.Response:
     )
 
 
+def _version_etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _register_response(register: RegisterValue) -> web.Response:
+    """A strong key as read: 200 with the value, or 404; ETag the version."""
+    headers = {"ETag": _version_etag(register.version), "X-Ringkv-Stale": _bool(register.stale)}
+    if register.value is None:
+        response = error_response(404, "not_found", "no such key")
+        response.headers.update(headers)
+        return response
+    if register.expires_at_ms:
+        headers["X-Ringkv-Expires-At-Ms"] = str(register.expires_at_ms)
+    return web.Response(
+        body=register.value, content_type="application/octet-stream", headers=headers
+    )
+
+
+def _bool(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _written(result: object, not_done: OpError) -> web.Response:
+    """A write's answer: 204 (with ``ETag: "<version>"`` in a strong keyspace),
+    ``not_done`` when it did not apply (a precondition, or nothing to
+    delete), or the core's error."""
+    if isinstance(result, OpError):
+        return _op_error_response(result)
+    version = result.version if isinstance(result, Versioned) else None
+    done = result.result if isinstance(result, Versioned) else result
+    response = web.Response(status=204) if done else _op_error_response(not_done)
+    if version is not None:
+        response.headers["ETag"] = _version_etag(version)
+    return response
+
+
+def _mismatch(message: str) -> OpError:
+    return OpError(ErrorKind.MISMATCH, message, code="MISMATCH")
+
+
+_ABSENT = OpError(ErrorKind.NOT_FOUND, "no such key")
+
+
 # -- listing ---------------------------------------------------------------
 
 
@@ -318,15 +461,20 @@ class _Api:
 
     async def get_key(self, request: web.Request) -> web.Response:
         key = _key(request, self.settings.max_key_bytes)
+        keyspace, level = _keyspace(request), _level(request)
         if request.query.get("replicas") in ("true", "1"):
-            report = await self.call(Inspect(_keyspace(request), key))
+            report = await self.call(Inspect(keyspace, key))
             if isinstance(report, OpError):
                 return _op_error_response(report)
+            if isinstance(report, RegisterReport):
+                return web.json_response(_register_report_json(report))
             assert isinstance(report, ReplicaReport)
             return web.json_response(_report_json(report))
-        result = await self.call(Read(_keyspace(request), key))
+        result = await self.call(Read(keyspace, key, level))
         if isinstance(result, OpError):
             return _op_error_response(result)
+        if isinstance(result, RegisterValue):
+            return _register_response(result)
         assert isinstance(result, ReadResult)
         if not result.versions:
             return error_response(404, "not_found", "no such key")
@@ -336,16 +484,49 @@ class _Api:
         key = _key(request, self.settings.max_key_bytes)
         ttl_high = INT64_MAX - self.server.now_ms()
         ttl_ms = _int_param(request, "ttl_ms", 0, 1, ttl_high)  # 0: absent, no expiry
-        if "If-Match" in request.headers or "If-None-Match" in request.headers:
-            raise _invalid("conditional writes (If-Match, If-None-Match) are not supported yet")
+        keyspace, level = _keyspace(request), _level(request)
+        precondition = _precondition(request)
         context = _context_header(request)
+        version = precondition.version if precondition is not None else None
+        if version is not None and (ttl_ms or context is not None):
+            raise _invalid(
+                "If-Match with a version is a compare-and-set: it takes no ttl_ms and no "
+                "X-Ringkv-Context"
+            )
         value = await _read_body(request, self.settings.max_value_bytes)
+        if version is not None:
+            return _written(await self.call(Cas(keyspace, key, None, value, version)), _ABSENT)
         expiry = ops.Expiry(ttl_ms=ttl_ms) if ttl_ms else None
-        put = ops.Put(value, expiry=expiry)
-        result = await self.call(Mutate(_keyspace(request), key, put, context=context))
-        if isinstance(result, OpError):
-            return _op_error_response(result)
-        return web.Response(status=204)
+        condition: ops.Condition | None = None
+        not_done = _ABSENT  # an unconditional PUT always writes
+        if precondition is not None and precondition.exists:
+            condition, not_done = (
+                ops.Condition.XX,
+                _mismatch("the key does not exist (If-Match: *)"),
+            )
+        elif precondition is not None:
+            condition, not_done = ops.Condition.NX, _mismatch("the key exists (If-None-Match: *)")
+        put = ops.Put(value, expiry=expiry, condition=condition)
+        result = await self.call(Mutate(keyspace, key, put, level, context=context))
+        return _written(result, not_done)
+
+    async def delete_key(self, request: web.Request) -> web.Response:
+        """DELETE: 204, or 404 when there was nothing to delete; with
+        ``If-Match: "<version>"`` a compare-and-set to absent, with
+        ``If-Match: *`` 412 instead of 404."""
+        key = _key(request, self.settings.max_key_bytes)
+        keyspace, level = _keyspace(request), _level(request)
+        precondition = _precondition(request)
+        if precondition is None:
+            result = await self.call(Mutate(keyspace, key, ops.Remove(), level))
+            return _written(result, _ABSENT)
+        if precondition.version is not None:
+            cas = Cas(keyspace, key, None, None, precondition.version)
+            return _written(await self.call(cas), _ABSENT)
+        if not precondition.exists:
+            raise _invalid("If-None-Match: * would delete only a key that does not exist")
+        result = await self.call(Mutate(keyspace, key, ops.Remove(), level))
+        return _written(result, _mismatch("the key does not exist (If-Match: *)"))
 
     async def cluster(self, request: web.Request) -> web.Response:
         """DESIGN.md's operator JSON: ring epoch, members as this node sees them."""
@@ -389,30 +570,25 @@ class _Api:
         name = request.match_info["name"]
         body = await _read_json(request)
         try:
+            mode = ConflictMode(body.get("mode", "lww"))
+            # A strong keyspace reads linearizably unless asked otherwise
+            # (core/config.py: stale reads by default must be chosen).
+            default_level = "linearizable" if mode is ConflictMode.STRONG else "quorum"
             spec = KeyspaceSpec(
                 name=name,
-                mode=ConflictMode(body.get("mode", "lww")),
+                mode=mode,
                 n_replicas=int(str(body.get("n", 3))),
-                level=Level(body.get("level", "quorum")),
+                level=Level(body.get("level", default_level)),
             )
         except (ValueError, TypeError) as exc:
             raise _invalid(
-                f"bad keyspace definition ({exc}): mode lww|causal, n an integer, "
-                "level one|quorum|all|local_quorum"
+                f"bad keyspace definition ({exc}): mode lww|causal|strong, n an integer, "
+                f"level {'|'.join(level.value for level in Level)}"
             ) from None
         result = await self.call(CreateKeyspace(spec))
         if isinstance(result, OpError):
             return _op_error_response(result)
         return web.json_response(_keyspace_json(spec), status=201 if result else 200)
-
-    async def delete_key(self, request: web.Request) -> web.Response:
-        key = _key(request, self.settings.max_key_bytes)
-        result = await self.call(Mutate(_keyspace(request), key, ops.Remove()))
-        if isinstance(result, OpError):
-            return _op_error_response(result)
-        if not result:
-            return error_response(404, "not_found", "no such key")
-        return web.Response(status=204)
 
     async def get_collection(self, request: web.Request) -> web.Response:
         """``GET /v1/kv``: one key with ``?key_b64=``, else a page of keys."""
@@ -522,6 +698,8 @@ class _Api:
         body = await _read_json(request)
         membership = server.node.membership
         peers = {m.node_id for m in membership.members()} if membership is not None else set()
+        # A node back from a restart knows its ring before it hears the members.
+        peers.update(m.node_id for m in server.node.ring.members)
         try:
             fault = parse_fault(body, self_id=self.settings.node_id, peers=peers)
         except FaultError as exc:
@@ -674,15 +852,23 @@ _ERROR_TEXT = {
     "or a body that does not validate",
     401: "`unauthorized`: a password is set and `Authorization: Bearer <password>` is "
     "missing or wrong",
-    404: "`not_found`: no such key, or no such keyspace",
+    404: "`not_found`: no such key, or no such keyspace (in a strong keyspace the answer "
+    'still carries `ETag: "<version>"`, usable in If-Match)',
+    409: "`wrong_level`: the operation needs another keyspace mode: If-Match with a version, "
+    "`consistency=linearizable`, or a read-modify-write (If-None-Match: *, If-Match: *) on a "
+    "replicated lww/causal keyspace; create a strong one with PUT /v1/keyspaces/{name} "
+    '`{"mode": "strong"}`',
+    412: "`mismatch`: the precondition (If-Match, If-None-Match) did not hold; certainly "
+    "nothing was written",
     413: "`too_large`: the key is over max-key-bytes or the value over max-value-bytes "
     "(refused before the body is read when Content-Length says so)",
     500: "`internal`: an unexpected failure, logged by the server (never a traceback)",
-    503: "`unavailable`: refused before any replica was asked, e.g. storage failing",
+    503: "`unavailable`: refused, certainly without effect (`definite` true): storage failing, "
+    "or, in a strong keyspace, fewer than a majority of the key's home replicas reachable",
     504: "`timeout`: no answer in time; the outcome is unknown (`definite` false)",
     507: "`out_of_memory`: the memory engine cannot make room (maxmemory)",
 }
-_KEY_ERRORS = (400, 401, 404, 413, 500, 503, 504)
+_KEY_ERRORS = (400, 401, 404, 409, 413, 500, 503, 504)
 
 
 def _ref(kind: str, name: str) -> JsonObject:
@@ -716,6 +902,24 @@ _PARAMETERS: JsonObject = {
     "ttl_ms": _param(
         "ttl_ms", "query", "Expire the key this many milliseconds after the write.",
         type="integer", minimum=1, maximum=INT64_MAX,
+    ),
+    "consistency": {
+        **_param(
+            "consistency", "query", "The level of this request (default: the keyspace's). "
+            "`linearizable` needs a strong keyspace (a Paxos round); a strong keyspace read at "
+            "another level is possibly stale (`X-Ringkv-Stale: true`), and its writes are "
+            "linearizable whatever the level.",
+        ),
+        "schema": {"enum": ["one", "quorum", "all", "local_quorum", "linearizable"]},
+    },
+    "if_match": _param(
+        "If-Match", "header", 'Compare-and-set: `"<version>"` (the ETag of a strong '
+        "keyspace's key; `\"0\"`: never written) writes only if the key is at that version, "
+        "else 412; `*` writes only if the key exists.",
+    ),
+    "if_none_match": _param(
+        "If-None-Match", "header", "`*`: write only if the key is absent, else 412.",
+        enum=["*"],
     ),
     "prefix": _param("prefix", "query", "List only keys starting with this UTF-8 text."),
     "prefix_b64": _param(
@@ -822,9 +1026,19 @@ _SCHEMAS: JsonObject = {
     "KeyspaceDefinition": {
         "type": "object",
         "properties": {
-            "mode": {"enum": ["lww", "causal"], "default": "lww"},
+            "mode": {
+                "enum": ["lww", "causal", "strong"],
+                "default": "lww",
+                "description": "lww: the newest write wins; causal: concurrent writes kept as "
+                "siblings; strong: every key a linearizable register (CASPaxos), writable only "
+                "where a majority of its home replicas is reachable",
+            },
             "n": {"type": "integer", "minimum": 1, "maximum": 15, "default": 3},
-            "level": {"enum": ["one", "quorum", "all", "local_quorum"], "default": "quorum"},
+            "level": {
+                "enum": ["one", "quorum", "all", "local_quorum", "linearizable"],
+                "description": "the default level of requests: quorum, or linearizable for a "
+                "strong keyspace (linearizable needs mode strong)",
+            },
         },
     },
     "Keyspace": {
@@ -868,7 +1082,16 @@ _SCHEMAS: JsonObject = {
 }
 
 _VALUE_HEADERS: JsonObject = {
-    "ETag": {"description": 'the version, "wall_ms.logical.node.counter"', "schema": _STRING},
+    "ETag": {
+        "description": 'the version: "wall_ms.logical.node.counter" in lww/causal keyspaces, '
+        '"<integer>" in strong ones (the one If-Match compares)',
+        "schema": _STRING,
+    },
+    "X-Ringkv-Stale": {
+        "description": "strong keyspaces only: true when read without a Paxos round (level "
+        "one/quorum/all), so possibly not the latest committed value",
+        "schema": {"enum": ["true", "false"]},
+    },
     "X-Ringkv-Context": {
         "description": "causal context: URL-safe base64 of msgpack [node, counter, ...]",
         "schema": _STRING,
@@ -881,9 +1104,18 @@ _VALUE_HEADERS: JsonObject = {
 _SIBLINGS = _json("Siblings", "Several live siblings (causal keyspaces) and their context.")
 
 
+_WRITTEN_HEADERS: JsonObject = {
+    "ETag": {
+        "description": 'strong keyspaces only: the key\'s new version, "<integer>"',
+        "schema": _STRING,
+    }
+}
+
+
 def _kv_operations(key: JsonObject, suffix: str, id_suffix: str) -> JsonObject:
     """GET/PUT/DELETE of one key, the key in the path or in ``key_b64``."""
-    params = [key, _ref("parameters", "keyspace")]
+    params = [key, _ref("parameters", "keyspace"), _ref("parameters", "consistency")]
+    conditions = [_ref("parameters", "if_match"), _ref("parameters", "if_none_match")]
     value = {"description": "The value (one live version), raw.", "headers": _VALUE_HEADERS}
     return {
         "get": {
@@ -915,18 +1147,29 @@ def _kv_operations(key: JsonObject, suffix: str, id_suffix: str) -> JsonObject:
         "put": {
             "summary": f"Write a key{suffix}; the raw body is the value",
             "operationId": f"putKey{id_suffix}",
-            "parameters": [*params, _ref("parameters", "ttl_ms")],
+            "description": 'With `If-Match: "<version>"` a compare-and-set on the version '
+            "(strong keyspaces; no ttl_ms or X-Ringkv-Context then); with `If-None-Match: *` "
+            "only if absent, with `If-Match: *` only if present.",
+            "parameters": [*params, _ref("parameters", "ttl_ms"), *conditions],
             "requestBody": {"required": True, "content": _BYTES},
             "responses": {
-                "204": {"description": "Stored (acknowledged only once durable)."},
-                **_errors(*_KEY_ERRORS, 507),
+                "204": {
+                    "description": "Stored (acknowledged only once durable).",
+                    "headers": _WRITTEN_HEADERS,
+                },
+                **_errors(*_KEY_ERRORS, 412, 507),
             },
         },
         "delete": {
             "summary": f"Delete a key{suffix}",
             "operationId": f"deleteKey{id_suffix}",
-            "parameters": params,
-            "responses": {"204": {"description": "Deleted."}, **_errors(*_KEY_ERRORS)},
+            "description": 'With `If-Match: "<version>"` a compare-and-set to absent '
+            "(strong keyspaces); with `If-Match: *`, 412 instead of 404 when absent.",
+            "parameters": [*params, _ref("parameters", "if_match")],
+            "responses": {
+                "204": {"description": "Deleted.", "headers": _WRITTEN_HEADERS},
+                **_errors(*_KEY_ERRORS, 412),
+            },
         },
     }
 
@@ -943,7 +1186,7 @@ def _collection() -> JsonObject:
         "`keys_b64`. With `key_b64` (and none of prefix, prefix_b64, limit, cursor) it "
         "reads that key as `GET /v1/kv/{key}` does.",
         "operationId": "listKeys",
-        "parameters": [key_b64, *(_ref("parameters", name) for name in listing)],
+        "parameters": [key_b64, *(_ref("parameters", name) for name in (*listing, "consistency"))],
         "responses": {
             "200": {
                 "description": "A page of keys (JSON); with key_b64, the raw value.",
@@ -1118,6 +1361,9 @@ _ABOUT = (
     "with `Expect: 100-continue` the body is invited only when it will be read, and an "
     "Expect other than 100-continue answers 417. A request refused before its body was "
     "read closes its connection. PUT with X-Ringkv-Context (from a GET) supersedes exactly "
-    "the versions that context saw; until compare-and-set reaches the core, If-Match and "
-    "If-None-Match are refused with 400."
+    "the versions that context saw. In a strong keyspace every key is a linearizable "
+    'register: its ETag is its version ("<integer>"), PUT and DELETE with If-Match on it '
+    "are compare-and-set (412 `mismatch` when it moved on), and an answer 503 "
+    "`unavailable` (definite) or 504 `timeout` (outcome unknown) says whether a write "
+    "certainly did not happen."
 )
