@@ -787,3 +787,16 @@ def test_the_simulated_harness_bites_an_acceptor_that_forgets_promises(
         for seed in range(4)
     ]
     assert False in verdicts
+
+
+def test_a_cache_engine_never_evicts_acceptor_state_or_hints() -> None:
+    engine = MemoryEngine(maxmemory=200_000)
+    node = make_node(engine)
+    node.keyspaces["cache"] = KeyspaceSpec(name="cache", mode=ConflictMode.LWW, n_replicas=1)
+    for i in range(300):
+        assert isinstance(local(node, put(b"s%d" % i, b"x" * 200)), Versioned)
+    for i in range(3000):  # an lww keyspace past maxmemory: evicted, as a cache
+        local(node, Mutate("cache", b"c%d" % i, ops.Put(b"y" * 200)))
+    assert engine.evicted_keys > 0
+    assert node.count_keys("ks") == 300  # every acceptor row kept
+    assert value_of(local(node, get(b"s0"))) == b"x" * 200

@@ -173,7 +173,7 @@ class Node(Coordination, Listing, Strong):
         self._forwards_seen: dict[tuple[str, int], None] = {}
         self._listings: dict[int, PendingListing] = {}
         self._suspect_until: dict[str, int] = {}
-        self._hints = engine.table(HINTS_TABLE)
+        self._hints = engine.table(HINTS_TABLE, evictable=False)
         self._hints_in_flight: dict[int, HintInFlight] = {}
         self._hint_cursor = 0
         # Request ids start at a random point (from the injected rng), so that
@@ -785,7 +785,12 @@ class Node(Coordination, Listing, Strong):
     def _table(self, keyspace: str) -> Table:
         table = self._tables.get(keyspace)
         if table is None:
-            table = self._tables[keyspace] = self.engine.table(_TABLE_PREFIX + keyspace)
+            # A cache engine may evict lww/causal rows, never an acceptor's state.
+            spec = self.keyspaces.get(keyspace)
+            evictable = spec is None or spec.mode is not _STRONG
+            table = self._tables[keyspace] = self.engine.table(
+                _TABLE_PREFIX + keyspace, evictable=evictable
+            )
         return table
 
     def _table_or_error(self, keyspace: str) -> Table | OpError:

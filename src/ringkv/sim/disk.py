@@ -113,11 +113,11 @@ class SimEngine:
 
     # -- the Engine protocol ---------------------------------------------
 
-    def table(self, name: str) -> SimTable:
+    def table(self, name: str, *, evictable: bool = True) -> SimTable:
         assert not self._closed, "engine used after close"
         table = self._tables.get(name)
         if table is None:
-            inner = self._memory.table(name)
+            inner = self._memory.table(name, evictable=evictable)
             table = self._tables[name] = SimTable(self, inner, self.generation)
             self._durable.setdefault(name, {})  # creating a table commits at once
         return table

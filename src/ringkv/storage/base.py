@@ -72,8 +72,10 @@ class Engine(Protocol):
     name: str
     fsync: FsyncPolicy
 
-    def table(self, name: str) -> Table:
-        """The table called ``name``, created if absent."""
+    def table(self, name: str, *, evictable: bool = True) -> Table:
+        """The table called ``name``, created if absent. ``evictable=False``:
+        a cache engine must never evict from it (hints, acceptor state: losing
+        a row would lose data or break consensus); the first call decides."""
 
     def table_names(self) -> list[str]: ...
 

@@ -426,7 +426,7 @@ class LmdbEngine:
         expiry_db = self._env.open_db(_EXPIRY_PREFIX + encoded, txn=txn)
         return LmdbTable(name, self, db, expiry_db, txn.stat(db)["entries"])
 
-    def table(self, name: str) -> LmdbTable:
+    def table(self, name: str, *, evictable: bool = True) -> LmdbTable:  # never evicts
         table = self._tables.get(name)
         if table is not None:
             return table

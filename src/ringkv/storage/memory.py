@@ -158,6 +158,12 @@ class MemoryTable:
         self._expires.clear()
         self._count = 0
 
+    @property
+    def evictable(self) -> bool:
+        """Kept in LRU order and given up under maxmemory (never meta, hints
+        or a strong keyspace's acceptor state)."""
+        return self._lru
+
     def evict_one(self, bucket_index: int) -> int:
         """Drop the least recently used key of one bucket; returns bytes freed."""
         bucket = self._buckets[bucket_index]
@@ -194,11 +200,11 @@ class MemoryEngine:
         self._tables: dict[str, MemoryTable] = {}
         self._evict_cursor = 0
 
-    def table(self, name: str) -> MemoryTable:
+    def table(self, name: str, *, evictable: bool = True) -> MemoryTable:
         table = self._tables.get(name)
         if table is None:
-            evictable = self.maxmemory > 0 and name != "meta"
-            table = self._tables[name] = MemoryTable(name, self, lru=evictable)
+            lru = evictable and self.maxmemory > 0 and name != "meta"
+            table = self._tables[name] = MemoryTable(name, self, lru=lru)
         return table
 
     def table_names(self) -> list[str]:
@@ -222,7 +228,7 @@ class MemoryEngine:
             return
         if needed > self.maxmemory:
             raise OutOfMemory("OOM command not allowed when used memory > 'maxmemory'.")
-        victims = [t for t in self._tables.values() if t.name != "meta"]
+        victims = [t for t in self._tables.values() if t.evictable]
         empty_rounds = 0
         while self.used_bytes + needed > self.maxmemory and empty_rounds < BUCKET_COUNT:
             freed = 0
