@@ -601,6 +601,11 @@ class Strong:
             if pending.proposal.phase is Phase.DONE:
                 self._finish_proposal(pending, now_ms)
 
+    def wake(self, now_ms: int) -> None:
+        """Run the proposal timers that are due (the host calls this at
+        ``strong_wakeup_ms``, between ticks)."""
+        self._run_due_timers(now_ms)
+
     def strong_wakeup_ms(self) -> int | None:
         """The earliest time a proposal here has something to do (possibly
         earlier): a host that calls ``tick`` then, not only every

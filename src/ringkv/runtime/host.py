@@ -70,6 +70,10 @@ class NodeHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._sync_handle: asyncio.TimerHandle | None = None
+        # An early wake-up for the core's strong-keyspace timers (a back-off of
+        # a few ms must not wait for the next tick), and when it is due.
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._wake_at_ms: int | None = None
         self._closed = False
 
     def start(self) -> None:
@@ -145,6 +149,31 @@ class NodeHost:
         touched, self.touched = self.touched, []
         for conn in touched:
             conn.write_out()
+        self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        """Call the core again when its next proposal timer is due, if that is
+        sooner than the next tick (and sooner than a wake-up already set)."""
+        due = self.node.strong_wakeup_ms()
+        if due is None or self._loop is None or self._closed:
+            return
+        if self._wake_at_ms is not None and self._wake_at_ms <= due:
+            return
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+        delay_s = max(0.0, (due - self.now_ms()) / 1000)
+        if delay_s >= self.node.config.tick_interval_ms / 1000:
+            return  # the tick comes first
+        self._wake_at_ms = due
+        self._wake_handle = self._loop.call_later(delay_s, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake_handle, self._wake_at_ms = None, None
+        if self._closed:
+            return
+        self.node.wake(self.now_ms())
+        if not self._scheduled:
+            self.end_turn()
 
     def _schedule_tick(self) -> None:
         assert self._loop is not None
@@ -181,6 +210,6 @@ class NodeHost:
         if self._scheduled or self.engine.dirty:
             self.end_turn()
         self._closed = True
-        for handle in (self._tick_handle, self._sync_handle):
+        for handle in (self._tick_handle, self._sync_handle, self._wake_handle):
             if handle is not None:
                 handle.cancel()
