@@ -65,11 +65,9 @@ import json
 import math
 import multiprocessing
 import os
-import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -102,6 +100,8 @@ from _common import (
     write_results,
 )
 from rich.table import Table
+
+from ringkv.cluster_cli import free_base_port
 
 OPS = ("put", "cas", "get")
 OP_LABELS = {"put": "put", "cas": "cas", "get": "get-linearizable"}
@@ -210,34 +210,6 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
 
 
-def _ports_free(ports: list[int]) -> bool:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                return False
-    return True
-
-
-def pick_base_port(nodes: int, rng: random.Random | None = None) -> int:
-    """A ``--base-port`` whose 3n ports (base+i, +1000+i, +2000+i) are all free.
-
-    Drawn below the kernel's ephemeral range, so that no outgoing connection
-    takes one of them between this check and the nodes binding."""
-    rng = rng or random.Random()
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    top = max(12000, low - 2100 - nodes)
-    for _ in range(200):
-        base = rng.randrange(10000, top)
-        wanted = [base + off + i for off in (0, 1000, 2000) for i in range(1, nodes + 1)]
-        if _ports_free(wanted):
-            return base
-    raise HarnessError("found no free block of ports for the ringkv cluster")
-
-
 class RingkvCluster:
     """``ringkv cluster up -n N --detach --dir D``; stopped by ``cluster down --dir D``.
 
@@ -269,7 +241,7 @@ class RingkvCluster:
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.base_port = pick_base_port(self.count)
+        self.base_port = free_base_port(self.count)
         try:
             out = self._cli(
                 "up", "-n", str(self.count), "--detach", "--base-port", str(self.base_port),

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from etcd_compare import pick_base_port
+from ringkv.cluster_cli import free_base_port
 
 
 def main() -> int:
@@ -32,7 +31,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="ringkv-hot-key-"))
-    base = pick_base_port(3)
+    base = free_base_port(3)
     up = [sys.executable, "-m", "ringkv", "cluster", "up", "-n", "3", "--dir", str(directory),
           "--base-port", str(base), "--detach", "--timeout", "90"]  # fmt: skip
     subprocess.run(up, check=True, capture_output=True, timeout=120)

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from conftest import ServerProcess, spawn_server
+from ringkv.cluster_cli import free_base_port
 
 
 def poll(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -158,32 +159,6 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
         _kill_leftovers(directory)
     assert down.returncode == 0
     poll(lambda: all(_gone(node["pid"]) for node in data["nodes"]), 15, "every node stopped")
-
-
-def free_base_port(nodes: int) -> int:
-    """A base for `cluster up --base-port` whose 3 x nodes ports are all free
-    now, below Linux's ephemeral range (32768+), so no outgoing connection
-    can take one of them meanwhile."""
-    import random
-    import socket
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(10_000, 29_000)
-        ports = [base + offset + i for offset in (0, 1000, 2000) for i in range(1, nodes + 1)]
-        try:
-            sockets = []
-            for port in ports:
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return base
-    raise AssertionError("no free port range found")
 
 
 def _kill_leftovers(directory: Path) -> None:

@@ -11,10 +11,13 @@ In the foreground it shows a table and Ctrl-C stops every node; with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +49,32 @@ def _node_spec(index: int, base: int, directory: Path) -> dict[str, Any]:
         "weight": 1,
         "log": str(directory / f"{name}.log"),
     }
+
+
+def free_base_port(nodes: int, rng: random.Random | None = None) -> int:
+    """A ``--base-port`` whose 3n ports (base+i, +1000+i, +2000+i: see
+    ``_node_spec``) are all free now, drawn below the kernel's ephemeral
+    range so that no outgoing connection takes one of them meanwhile."""
+    rng = rng or random.Random()
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = max(12_000, low - 2100 - nodes)
+    for _ in range(200):
+        base = rng.randrange(10_000, top)
+        if all(_port_free(base + offset + i) for offset in (0, 1000, 2000)
+               for i in range(1, nodes + 1)):  # fmt: skip
+            return base
+    raise RuntimeError("found no free block of ports for a local cluster")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _argv(

@@ -9,7 +9,6 @@ history, verdicts and HTML report in ``--out``, and exits 1 on any violation
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -138,6 +137,7 @@ def _execute(options: VerifyOptions, simulate: bool, cluster: str) -> RunData:
         from ringkv.verify.simulated import run_simulated
 
         return run_simulated(options, progress)
+    from ringkv.cluster_cli import free_base_port
     from ringkv.verify.real import ClusterHandle, run_real, start_cluster
 
     if cluster:
@@ -151,28 +151,6 @@ def _execute(options: VerifyOptions, simulate: bool, cluster: str) -> RunData:
         return run_real(options, handle, progress)
     finally:
         handle.stop()
-
-
-def free_base_port(nodes: int, attempts: int = 200) -> int:
-    """A base port whose RESP, peer and HTTP ranges (base+i, +1000, +2000) are free."""
-    import random
-
-    rng = random.Random()
-    for _ in range(attempts):
-        base = rng.randrange(20000, 28000)
-        ports = [base + offset + i for offset in (0, 1000, 2000) for i in range(1, nodes + 1)]
-        if all(_free(port) for port in ports):
-            return base
-    raise RuntimeError("no free port range found for the cluster")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _outcomes_table(data: RunData) -> Table:
