@@ -9,6 +9,7 @@ the type checker sees them). Nothing here does I/O: messages go to the outbox.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,9 @@ class Coordination:
     _hints_in_flight: dict[int, HintInFlight]
     _hint_cursor: int
     _next_id: int
+    # Declared, not stubbed: a stub here would shadow Strong's method (this
+    # class comes first in Node's bases).
+    _strong_pending: Callable[[], int]
 
     def _table(self, keyspace: str) -> Table:
         raise NotImplementedError
@@ -237,7 +241,13 @@ class Coordination:
         return True
 
     def _busy(self) -> OpError | None:
-        pending = len(self._writes) + len(self._reads) + len(self._forwards) + len(self._listings)
+        pending = (
+            len(self._writes)
+            + len(self._reads)
+            + len(self._forwards)
+            + len(self._listings)
+            + self._strong_pending()  # CASPaxos work, core/strong.py
+        )
         if pending < self.config.pending_requests_max:
             return None
         return OpError(

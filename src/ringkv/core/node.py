@@ -687,23 +687,6 @@ class Node(Coordination, Listing, Strong):
             self.submit(Mutate(request.keyspace, key, ops.Put(value)), gather, now_ms)
         return PENDING
 
-    def _busy(self) -> OpError | None:
-        """Coordination's limit, with CASPaxos work counted in (strong.py)."""
-        pending = (
-            len(self._writes)
-            + len(self._reads)
-            + len(self._forwards)
-            + len(self._listings)
-            + self._strong_pending()
-        )
-        if pending < self.config.pending_requests_max:
-            return None
-        return OpError(
-            ErrorKind.UNAVAILABLE,
-            f"{pending} requests are being coordinated here, the most allowed; retry shortly",
-            code="UNAVAILABLE",
-        )
-
     def _list_range(
         self, table: Table, start: int, end: int, count: int, count_only: bool, now_ms: int
     ) -> tuple[list[bytes], int, int | None]:
