@@ -9,16 +9,16 @@ the type checker sees them). Nothing here does I/O: messages go to the outbox.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ringkv.core import messages as msg
 from ringkv.core import ops
 from ringkv.core.clocks import HlcClock, HlcTimestamp, vv_from_flat, vv_to_flat
-from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
+from ringkv.core.config import KeyspaceSpec, Level
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.handoff import HintInFlight, hint_key, parse_hint_key
+from ringkv.core.parts import NodeParts
 from ringkv.core.record import (
     RecordError,
     Version,
@@ -39,7 +39,7 @@ from ringkv.core.replication import (
     required_acks,
 )
 from ringkv.core.requests import Inspect, Mutate, Read, ReadResult, ReplicaReport
-from ringkv.core.ring import Ring, fallback_order, key_token, preference_list
+from ringkv.core.ring import fallback_order, key_token, preference_list
 
 if TYPE_CHECKING:
     from ringkv.storage.base import Table
@@ -123,21 +123,15 @@ class Outbox:
     replies: list[tuple[object, object]]
 
 
-class Coordination:
+class Coordination(NodeParts):
     """The cluster half of ``Node`` (a mixin; see the module docstring)."""
 
-    # Provided by Node.
-    config: NodeConfig
+    # Provided by Node (beyond NodeParts).
     actor: str
-    ring: Ring
-    cluster_size: int
-    keyspaces: dict[str, KeyspaceSpec]
     limits: ops.Limits
     hlc: HlcClock
     stats: NodeStats
     _replies: list[tuple[object, object]]
-    _messages: list[tuple[str, msg.Message]]
-    _after_commit: list[tuple[str, msg.Message]]
     _writes: dict[int, PendingWrite]
     _write_of_copy: dict[int, int]
     _reads: dict[int, PendingRead]
@@ -150,15 +144,6 @@ class Coordination:
     _hints_in_flight: dict[int, HintInFlight]
     _hint_cursor: int
     _next_id: int
-    # Declared, not stubbed: a stub here would shadow Strong's method (this
-    # class comes first in Node's bases).
-    _strong_pending: Callable[[], int]
-
-    def _table(self, keyspace: str) -> Table:
-        raise NotImplementedError
-
-    def _table_or_error(self, keyspace: str) -> Table | OpError:
-        raise NotImplementedError
 
     def _decode(self, raw: bytes) -> list[Version]:
         raise NotImplementedError
@@ -167,12 +152,6 @@ class Coordination:
         raise NotImplementedError
 
     def _mutate(self, keyspace: str, key: bytes, mutation: ops.Mutation, now_ms: int) -> object:
-        raise NotImplementedError
-
-    def _key_too_large(self, key: bytes) -> OpError:
-        raise NotImplementedError
-
-    def _value_too_large(self, value: bytes) -> OpError:
         raise NotImplementedError
 
     def _route(self, request: Read | Mutate | Inspect, token: object, now_ms: int) -> object:

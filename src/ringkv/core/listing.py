@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ringkv.core import messages as msg
-from ringkv.core.config import KeyspaceSpec, NodeConfig
 from ringkv.core.coordinator import PENDING
 from ringkv.core.errors import ErrorKind, OpError
+from ringkv.core.parts import NodeParts
 from ringkv.core.record import RecordError, live_versions, unpack_record
 from ringkv.core.requests import Count, Scan, ScanResult
-from ringkv.core.ring import TOKEN_MAX, Ring, arc_end, preference_list
+from ringkv.core.ring import TOKEN_MAX, arc_end, preference_list
 
 if TYPE_CHECKING:
     from ringkv.storage.base import Table
@@ -74,38 +74,10 @@ class PendingListing:
     tried: set[str] = field(default_factory=set)  # replicas that failed this step
 
 
-class Listing:
+class Listing(NodeParts):
     """The cluster listing half of ``Node`` (a mixin; see the module docstring)."""
 
-    # Provided by Node.
-    config: NodeConfig
-    ring: Ring
-    cluster_size: int
-    keyspaces: dict[str, KeyspaceSpec]
-    _messages: list[tuple[str, msg.Message]]
-    _after_commit: list[tuple[str, msg.Message]]
     _listings: dict[int, PendingListing]  # req_id of the step in flight -> listing
-
-    def _table(self, keyspace: str) -> Table:
-        raise NotImplementedError
-
-    def _table_or_error(self, keyspace: str) -> Table | OpError:
-        raise NotImplementedError
-
-    def _new_id(self) -> int:
-        raise NotImplementedError
-
-    def _suspected(self, node: str, now_ms: int) -> bool:
-        raise NotImplementedError
-
-    def _suspect(self, node: str, now_ms: int) -> None:
-        raise NotImplementedError
-
-    def _resolve(self, token: object, result: object) -> None:
-        raise NotImplementedError
-
-    def _busy(self) -> OpError | None:
-        raise NotImplementedError
 
     # -- coordinator ------------------------------------------------------------
 

@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from ringkv.core import errors, ops, paxos
 from ringkv.core.clocks import Dot, HlcTimestamp
-from ringkv.core.config import LOCKS_KEYSPACE, LOCKS_KEYSPACE_SPEC, KeyspaceSpec, Level, NodeConfig
+from ringkv.core.config import LOCKS_KEYSPACE, LOCKS_KEYSPACE_SPEC, KeyspaceSpec, Level
 from ringkv.core.coordinator import PENDING
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.messages import (
@@ -106,6 +106,7 @@ from ringkv.core.messages import (
     ReplicaWrite,
     ReplicaWriteAck,
 )
+from ringkv.core.parts import NodeParts
 from ringkv.core.paxos import (
     AcceptorState,
     AcceptorStateError,
@@ -132,7 +133,7 @@ from ringkv.core.requests import (
     Unlock,
     Versioned,
 )
-from ringkv.core.ring import Ring, key_token, preference_list
+from ringkv.core.ring import key_token, preference_list
 from ringkv.storage.base import StorageError
 
 if TYPE_CHECKING:
@@ -349,47 +350,14 @@ class PendingRegisterRead:
     refused: dict[str, None] = field(default_factory=dict)
 
 
-class Strong:
+class Strong(NodeParts):
     """The strong-keyspace half of ``Node`` (a mixin; see the module docstring)."""
 
-    # Provided by Node.
-    config: NodeConfig
-    ring: Ring
-    cluster_size: int
-    keyspaces: dict[str, KeyspaceSpec]
+    # Provided by Node (beyond NodeParts).
     limits: ops.Limits
     rng: random.Random
-    _messages: list[tuple[str, Message]]
-    _after_commit: list[tuple[str, Message]]
-
-    def _table(self, keyspace: str) -> Table:
-        raise NotImplementedError
-
-    def _table_or_error(self, keyspace: str) -> Table | OpError:
-        raise NotImplementedError
-
-    def _new_id(self) -> int:
-        raise NotImplementedError
-
-    def _suspected(self, node: str, now_ms: int) -> bool:
-        raise NotImplementedError
-
-    def _suspect(self, node: str, now_ms: int) -> None:
-        raise NotImplementedError
-
-    def _resolve(self, token: object, result: object) -> None:
-        raise NotImplementedError
-
-    def _busy(self) -> OpError | None:
-        raise NotImplementedError
 
     def _create_keyspace(self, spec: KeyspaceSpec) -> object:
-        raise NotImplementedError
-
-    def _key_too_large(self, key: bytes) -> OpError:
-        raise NotImplementedError
-
-    def _value_too_large(self, value: bytes) -> OpError:
         raise NotImplementedError
 
     def _init_strong(self, proposer_id: str) -> None:
