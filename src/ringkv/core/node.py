@@ -185,11 +185,9 @@ class Node(Coordination, Listing, Strong):
         # would make it acknowledge writes as a cluster of one before it
         # hears from the others (found by `ringkv verify` on real processes).
         # They stay on the ring until membership says they left.
-        self._remembered = {
-            m.node_id: m for m in _load_ring_members(self._meta) if m.node_id != config.node_id
-        }
-        if ring is None and self._remembered:
-            members = [Member(node_id=config.node_id), *self._remembered.values()]
+        remembered = [m for m in _load_ring_members(self._meta) if m.node_id != config.node_id]
+        if ring is None and remembered:
+            members = [Member(node_id=config.node_id), *remembered]
             ring = build_ring(members, epoch=ring_epoch(members))
         self.ring = ring or build_ring([Member(node_id=config.node_id)], epoch=0)
         self.cluster_size = len(self.ring.members)
@@ -563,22 +561,23 @@ class Node(Coordination, Listing, Strong):
                     if spec.name != DEFAULT_KEYSPACE:
                         self._messages.append((node_id, self._keyspace_message(spec)))
         members: dict[str, Member] = {}
+        left: set[str] = set()
         for m in self.membership.members():
             if m.state is MemberState.LEFT:
-                self._remembered.pop(m.node_id, None)
+                left.add(m.node_id)
             else:
                 members[m.node_id] = Member(
                     node_id=m.node_id, weight=m.weight, zone=m.zone, host=m.host
                 )
         if self.config.node_id not in members:
             return
-        for node_id, remembered in self._remembered.items():
-            members.setdefault(node_id, remembered)
+        for member in self.ring.members:  # known before, not heard of yet: kept
+            if member.node_id not in left:
+                members.setdefault(member.node_id, member)
         ring = build_ring(members.values(), epoch=ring_epoch(members.values()))
         if ring != self.ring:
             self.ring = ring
             self.cluster_size = len(ring.members)
-            self._remembered = {n: m for n, m in members.items() if n != self.config.node_id}
             self._meta.put(_RING_KEY, _pack_ring_members(ring.members), 0)
             self._strong_ring_changed(now_ms)
 
