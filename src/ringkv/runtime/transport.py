@@ -863,6 +863,10 @@ class Transport:
                 writer.write(_frame(body))
                 self._count("frames_sent")
                 self._count("bytes_sent", _HEADER.size + len(body))
+                transport = writer.transport
+                if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+                    await writer.drain()  # below the low-water mark: never waits
+                    continue
                 try:  # back-pressure from the socket buffer, bounded
                     async with asyncio.timeout(WRITE_STALL_S):
                         await writer.drain()
