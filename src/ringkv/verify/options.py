@@ -47,8 +47,9 @@ class RunData:
     options: VerifyOptions
     events: list[Event]
     faults: list[Fault]
-    # key -> node -> its versions (core Versions, or operator JSON from HTTP)
-    replicas: dict[str, dict[str, list[Any]]]
+    # key -> node -> its versions (core Versions, or parsed operator JSON;
+    # None: the replica did not answer)
+    replicas: dict[str, dict[str, list[Any] | None]]
     homes: dict[str, tuple[str, ...]]
     recovery_ms: int
     executor: str  # simulator | processes

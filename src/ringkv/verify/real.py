@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ringkv.check.convergence import replicas_from_operator_json
 from ringkv.check.history import FAIL, INFO, OK, Event, Recorder
 from ringkv.verify.nemesis import Step, schedule, steps
 from ringkv.verify.options import KEYSPACE, RunData, VerifyOptions
@@ -268,21 +269,16 @@ async def _wait_recovered(
 
 async def _collect_replicas(
     http: aiohttp.ClientSession, cluster: ClusterHandle, keys: list[str]
-) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, tuple[str, ...]]]:
-    replicas: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    homes: dict[str, tuple[str, ...]] = {}
+) -> tuple[dict[str, dict[str, list[Any] | None]], dict[str, tuple[str, ...]]]:
+    """Every home replica's versions of ``keys``, from ``?replicas=true``."""
     base = cluster.http(cluster.ids[0])
+    reports = []
     for key in keys:
         url = f"{base}/v1/kv/{key}"
         async with http.get(url, params={"replicas": "true", "keyspace": KEYSPACE}) as reply:
-            report = await reply.json()
-        homes[key] = tuple(r["node"] for r in report["replicas"] if r.get("home", True))
-        replicas[key] = {
-            r["node"]: list(r["versions"]) if r.get("versions") is not None else []
-            for r in report["replicas"]
-            if r.get("home", True)
-        }
-    return replicas, homes
+            reports.append(await reply.json())
+    stored, homes = replicas_from_operator_json(reports)
+    return dict(stored), {key: tuple(nodes) for key, nodes in homes.items()}
 
 
 class _Nemesis:

@@ -81,7 +81,7 @@ def run_simulated(options: VerifyOptions, progress: Callable[[str], None] | None
             runner.final_read(client, node, spec)
     sim.run_for(3000)  # read repairs land
     n = min(options.n_replicas, options.nodes)
-    replicas: dict[str, dict[str, list[Any]]] = {}
+    replicas: dict[str, dict[str, list[Any] | None]] = {}
     homes: dict[str, tuple[str, ...]] = {}
     # A strong keyspace's acceptors need not converge (a minority may lag
     # behind the committed state for good); only lww/causal replicas are compared.
