@@ -1,4 +1,5 @@
-"""Operation histories, in the shape the checkers read (Jepsen's, issue 5).
+"""The simulator's record of client operations. The history it also keeps
+(``Simulation.history``) is check/history.py's ``Event``, the checkers' shape.
 
 One record per event: ``invoke`` when a client sends a request, then one of
 ``ok`` (it happened), ``fail`` (it certainly did not happen: a definite error,
@@ -10,14 +11,11 @@ take effect at any later time.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass
 
-__all__ = ["HistoryEvent", "Op", "to_jsonl"]
+from ringkv.check.history import FAIL, INFO, INVOKE, OK
 
-INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
+__all__ = ["FAIL", "INFO", "INVOKE", "OK", "Op", "format_context"]
 
 
 @dataclass(slots=True)
@@ -57,40 +55,6 @@ class Op:
         if self.context is not None:
             text += f" ctx={format_context(self.context)}"
         return text
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEvent:
-    index: int
-    process: int
-    type: str  # invoke | ok | fail | info
-    f: str
-    key: str
-    value: object
-    error: str = ""
-    time_ns: int = 0
-    node: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, object]:
-        row: dict[str, object] = {
-            "index": self.index,
-            "process": self.process,
-            "type": self.type,
-            "f": self.f,
-            "key": self.key,
-            "value": self.value,
-            "error": self.error or None,
-            "time_ns": self.time_ns,
-            "node": self.node,
-        }
-        row.update(self.extra)
-        return row
-
-
-def to_jsonl(events: Iterable[HistoryEvent], out: IO[str]) -> None:
-    for event in events:
-        out.write(json.dumps(event.to_json(), sort_keys=True) + "\n")
 
 
 def format_context(context: dict[str, int]) -> str:

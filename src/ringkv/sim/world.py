@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, NamedTuple, Protocol
 
+from ringkv.check.history import Event
 from ringkv.core import ops
 from ringkv.core.config import KeyspaceSpec, Level, NodeConfig
 from ringkv.core.errors import ErrorKind, OpError
@@ -51,7 +52,7 @@ from ringkv.core.record import Version, unpack_record
 from ringkv.core.requests import Mutate, Read, ReadResult
 from ringkv.core.ring import Member, Ring, build_ring
 from ringkv.sim.disk import SimEngine
-from ringkv.sim.history import FAIL, INFO, INVOKE, OK, HistoryEvent, Op, format_context
+from ringkv.sim.history import FAIL, INFO, INVOKE, OK, Op, format_context
 from ringkv.sim.network import Delivery, NetworkConfig, SimNetwork, describe
 from ringkv.storage.base import Engine, FsyncPolicy
 
@@ -285,7 +286,7 @@ class Simulation:
         self._in_flight: dict[int, tuple[Op, Client]] = {}
         # submit_request: token -> (node, callback), for requests no Client speaks.
         self._requests: dict[int, tuple[str, Callable[[object], None]]] = {}
-        self.history: list[HistoryEvent] = []
+        self.history: list[Event] = []  # Jepsen's shape (check/history.py)
         self.on_complete: list[Callable[[Op], None]] = []
         self.keyspaces: dict[str, KeyspaceSpec] = {}
         self.default_keyspace = "default"
@@ -719,7 +720,7 @@ class Simulation:
         else:
             value = [v.decode(errors="replace") for v in op.read_values] if kind == OK else None
         self.history.append(
-            HistoryEvent(
+            Event(
                 index=len(self.history),
                 process=op.process,
                 type=kind,
