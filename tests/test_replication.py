@@ -39,8 +39,10 @@ class Cluster:
         out = node.take_outbox()
         for dst, message in out.messages:
             self.queue.append((dst, codec.encode(message)))
+        for token, result in out.replies_now:
+            self.replies[token] = result
         node.engine.flush()
-        for dst, message in out.after_commit:
+        for dst, message in out.after_commit:  # to itself too: its acceptor's answers
             self.queue.append((dst, codec.encode(message)))
         for token, result in out.replies:
             self.replies[token] = result

@@ -31,6 +31,7 @@ class Outbox:
     messages: list[tuple[str, m.Message]] = field(default_factory=list)
     after_commit: list[tuple[str, m.Message]] = field(default_factory=list)
     replies: list[tuple[object, object]] = field(default_factory=list)
+    replies_now: list[tuple[object, object]] = field(default_factory=list)
 
 
 class EchoNode:

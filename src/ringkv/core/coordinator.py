@@ -9,7 +9,7 @@ the type checker sees them). Nothing here does I/O: messages go to the outbox.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ringkv.core import messages as msg
@@ -118,9 +118,14 @@ class NodeStats:
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
-    messages: list[tuple[str, msg.Message]]
-    after_commit: list[tuple[str, msg.Message]]
-    replies: list[tuple[object, object]]
+    """A turn's outputs (``Node.take_outbox``), in the order a driver handles them."""
+
+    messages: list[tuple[str, msg.Message]]  # send now
+    after_commit: list[tuple[str, msg.Message]]  # send once the turn's commit is durable
+    replies: list[tuple[object, object]]  # release once the turn's commit is durable
+    # Release now: answers that rest on no write of this node's that could
+    # still be lost (a CASPaxos outcome: a durable quorum of acceptors).
+    replies_now: list[tuple[object, object]] = field(default_factory=list)
 
 
 class Coordination(NodeParts):
@@ -132,6 +137,7 @@ class Coordination(NodeParts):
     hlc: HlcClock
     stats: NodeStats
     _replies: list[tuple[object, object]]
+    _replies_now: list[tuple[object, object]]
     _writes: dict[int, PendingWrite]
     _write_of_copy: dict[int, int]
     _reads: dict[int, PendingRead]
@@ -393,9 +399,11 @@ class Coordination(NodeParts):
                 return node
         return None
 
-    def _resolve(self, token: object, result: object) -> None:
+    def _resolve(self, token: object, result: object, *, needs_commit: bool = True) -> None:
         """Deliver a request's result to whoever asked: a local client, a node
-        that forwarded the write, or the multi-key request it is part of."""
+        that forwarded the write, or the multi-key request it is part of.
+        ``needs_commit`` False: the result rests on nothing this node still
+        has to make durable, so it may leave before the turn's commit."""
         kind = type(token)
         if kind is Gather:
             assert isinstance(token, Gather)
@@ -411,9 +419,11 @@ class Coordination(NodeParts):
                     message=result.message,
                     definite=result.definite,
                 )
-            self._after_commit.append((token.node, reply))
-        else:
+            (self._after_commit if needs_commit else self._messages).append((token.node, reply))
+        elif needs_commit:
             self._replies.append((token, result))
+        else:
+            self._replies_now.append((token, result))
 
     def _start_read(
         self,

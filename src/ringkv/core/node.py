@@ -9,12 +9,18 @@ simulator or a test feeds the node inputs and drains its outputs:
 * ``tick(now_ms)``: time passed; bounded background work (request deadlines,
   hint delivery, reclaiming expired keys);
 * ``take_outbox()``: messages to send now, messages to send only after the
-  engine's flush, and ``(token, result)`` replies to release after it.
+  engine's flush, ``(token, result)`` replies to release after it, and
+  replies to release now (``replies_now``: answers that rest on no write of
+  this node's, such as a CASPaxos outcome decided by a durable quorum).
 
-A result is a plain value or an ``OpError``. The driver must call
-``engine.flush()`` before it sends the ``after_commit`` messages or releases
-any reply, so that nothing is acknowledged before it is durable (group
-commit). ``take_replies()`` is the single-node shortcut.
+A result is a plain value or an ``OpError``. The driver must commit the
+engine (``engine.flush()``, or a pipelined commit: runtime/host.py) before it
+sends the ``after_commit`` messages or releases the other replies, so that
+nothing is acknowledged before it is durable (group commit). An
+``after_commit`` message addressed to this node itself is delivered back to
+it (``step``) like any other, after the commit: that is how this node's own
+acceptor answers its proposals only once durable. ``take_replies()`` is the
+single-node shortcut.
 
 A server is a one-node cluster: with effective N = 1 the node is the only home
 replica of every key, so it applies a mutation atomically to its own storage.
@@ -161,6 +167,7 @@ class Node(Coordination, Listing, Strong):
         self.stats = NodeStats()
         self._tables: dict[str, Table] = {}
         self._replies: list[tuple[object, object]] = []
+        self._replies_now: list[tuple[object, object]] = []
         self._messages: list[tuple[str, msg.Message]] = []
         self._after_commit: list[tuple[str, msg.Message]] = []
         # Coordination state (core/replication.py), all bounded by
@@ -296,8 +303,9 @@ class Node(Coordination, Listing, Strong):
         send ``after_commit`` and release ``replies``."""
         if self.membership is not None:
             self._messages.extend(self.membership.take_messages())
-        out = Outbox(self._messages, self._after_commit, self._replies)
+        out = Outbox(self._messages, self._after_commit, self._replies, self._replies_now)
         self._messages, self._after_commit, self._replies = [], [], []
+        self._replies_now = []
         return out
 
     def tick(self, now_ms: int) -> None:
@@ -344,7 +352,8 @@ class Node(Coordination, Listing, Strong):
         return self._table(keyspace).count_expiring() if keyspace in self.keyspaces else 0
 
     def take_replies(self) -> list[tuple[object, object]]:
-        replies, self._replies = self._replies, []
+        replies, self._replies = self._replies_now + self._replies, []
+        self._replies_now = []
         return replies
 
     # -- requests ---------------------------------------------------------

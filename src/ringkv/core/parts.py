@@ -53,7 +53,7 @@ class NodeParts:
     def _suspect(self, node: str, now_ms: int) -> None:
         raise NotImplementedError
 
-    def _resolve(self, token: object, result: object) -> None:
+    def _resolve(self, token: object, result: object, *, needs_commit: bool = True) -> None:
         raise NotImplementedError
 
     def _busy(self) -> OpError | None:

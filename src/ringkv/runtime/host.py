@@ -2,10 +2,22 @@
 
 This is the whole of the asyncio shell's protocol-free duty (STYLE.md rule
 20): requests arrive from the front ends during an event-loop turn; once per
-turn the host flushes the storage engine (one transaction, fsynced under
+turn the host commits the storage engine (one transaction, fsynced under
 ``--fsync always``) and only then hands each reply to whoever asked, so that
 no write is acknowledged before it is durable. A timer drives ``Node.tick``
 and, under ``--fsync batch``, the periodic fsync.
+
+**Pipelined group commit.** Under ``--fsync always`` the commit runs on the
+engine's commit thread (``Engine.start_commit``) and the loop goes on taking
+requests and messages meanwhile, instead of standing still for the fsync.
+A turn's ``after_commit`` messages and replies wait in a *batch*: the batch
+of the turns before a commit starts is released when that commit is durable;
+the turns that run while it is in flight form the next batch, released when
+the commit after it is durable (or when the one in flight is, if they wrote
+nothing: what they read may be in it). Batches are released in order, so no
+reply or acknowledgement ever leaves before everything it could have seen is
+durable, and one commit is in flight at a time (it takes everything written
+so far, so under load each commit carries one fsync's worth of turns).
 """
 
 from __future__ import annotations
@@ -18,8 +30,8 @@ from typing import Protocol
 
 from ringkv.core.errors import ErrorKind, OpError
 from ringkv.core.messages import Message
-from ringkv.core.node import Node, Request
-from ringkv.storage.base import Engine, FsyncPolicy, StorageError
+from ringkv.core.node import Node, Outbox, Request
+from ringkv.storage.base import Engine, FsyncPolicy, PendingCommit, StorageError
 
 __all__ = ["Completion", "FutureCompletion", "NodeHost", "now_ms"]
 
@@ -66,6 +78,13 @@ class NodeHost:
         self.touched: list[Flushable] = []
         self.commits = 0
         self.commit_failures = 0
+        self.pipelined_commits = 0  # commits run on the engine's thread
+        # The commit in flight, the turns waiting for it, and the turns that
+        # ran since it started (they wait for the next one).
+        self._commit: PendingCommit | None = None
+        self._committing: list[Outbox] = []
+        self._next_batch: list[Outbox] = []
+        self._closing = False
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -124,32 +143,88 @@ class NodeHost:
 
     def end_turn(self) -> None:
         """Send what may go now, commit what this turn wrote, then send what
-        needed the commit and release the turn's replies."""
+        needed the commit and release the turn's replies (at once when the
+        commit ran in place, else when it is durable: module docstring)."""
         self._scheduled = False
         out = self.node.take_outbox()
         self._send_all(out.messages)
-        failure: OpError | None = None
-        if self.engine.dirty:
-            try:
-                self.engine.flush()
-                self.commits += 1
-            except StorageError as exc:
-                self.commit_failures += 1
-                log.error("group commit failed: %s", exc)
-                failure = OpError(
-                    ErrorKind.TIMEOUT,
-                    f"storage commit failed: {exc}",
-                    code="TIMEOUT",
-                    definite=False,
-                )
-        if failure is None:
-            self._send_all(out.after_commit)  # acks and replies that promise durability
-        for completion, result in out.replies:
-            completion.deliver(failure if failure is not None else result)  # type: ignore[attr-defined]
+        for completion, result in out.replies_now:
+            completion.deliver(result)  # type: ignore[attr-defined]
+        if self._commit is not None:
+            self._next_batch.append(out)
+        elif not self._start_commit([out]):
+            self._release([out], self._commit_in_place())
+        self._after_turn()
+
+    def _after_turn(self) -> None:
         touched, self.touched = self.touched, []
         for conn in touched:
             conn.write_out()
         self._schedule_wake()
+
+    def _commit_in_place(self) -> OpError | None:
+        """Flush on this thread; the error the turn's replies get, if it failed."""
+        if not self.engine.dirty:
+            return None
+        try:
+            self.engine.flush()
+        except StorageError as exc:
+            return self._commit_failed(exc)
+        self.commits += 1
+        return None
+
+    def _start_commit(self, batch: list[Outbox]) -> bool:
+        """Start a pipelined commit for ``batch``; False if the engine commits
+        in place (or has nothing to commit)."""
+        if not self.engine.dirty or self._loop is None or self._closing:
+            return False
+        try:
+            commit = self.engine.start_commit()
+        except StorageError as exc:
+            self._release(batch, self._commit_failed(exc))
+            return True
+        if commit is None:
+            return False
+        self._commit, self._committing = commit, batch
+        self.pipelined_commits += 1
+        loop = self._loop
+        commit.future.add_done_callback(
+            lambda _: loop.call_soon_threadsafe(self._on_committed, commit)
+        )
+        return True
+
+    def _on_committed(self, commit: PendingCommit) -> None:
+        """The commit in flight is done: release its batch, start the next."""
+        if commit is not self._commit:
+            return  # close() settled it already
+        failure: OpError | None = None
+        try:
+            self.engine.finish_commit(commit)
+            self.commits += 1
+        except StorageError as exc:
+            failure = self._commit_failed(exc)
+        batch, self._commit, self._committing = self._committing, None, []
+        self._release(batch, failure)
+        waiting, self._next_batch = self._next_batch, []
+        if waiting and not self._start_commit(waiting):
+            self._release(waiting, self._commit_in_place())
+        self._after_turn()
+
+    def _commit_failed(self, exc: StorageError) -> OpError:
+        self.commit_failures += 1
+        log.error("group commit failed: %s", exc)
+        return OpError(
+            ErrorKind.TIMEOUT, f"storage commit failed: {exc}", code="TIMEOUT", definite=False
+        )
+
+    def _release(self, batch: list[Outbox], failure: OpError | None) -> None:
+        """Send the batch's after-commit messages (unless the commit failed:
+        they promise durability) and deliver its replies, in turn order."""
+        for out in batch:
+            if failure is None:
+                self._send_all(out.after_commit)  # acks and replies that promise durability
+            for completion, result in out.replies:
+                completion.deliver(failure if failure is not None else result)  # type: ignore[attr-defined]
 
     def _schedule_wake(self) -> None:
         """Call the core again when its next proposal timer is due, if that is
@@ -207,6 +282,11 @@ class NodeHost:
 
     def close(self) -> None:
         """Commit what is pending and stop the timers; the engine stays open."""
+        self._closing = True  # commit in place from here on
+        commit = self._commit
+        if commit is not None:
+            commit.future.result()  # the commit thread ends it soon
+            self._on_committed(commit)
         if self._scheduled or self.engine.dirty:
             self.end_turn()
         self._closed = True

@@ -25,7 +25,7 @@ is a bug in the simulator or in a test, and asserts.
 
 from __future__ import annotations
 
-from ringkv.storage.base import FsyncPolicy
+from ringkv.storage.base import FsyncPolicy, PendingCommit
 from ringkv.storage.memory import MemoryEngine, MemoryTable
 
 __all__ = ["SimEngine", "SimTable"]
@@ -128,6 +128,12 @@ class SimEngine:
     @property
     def dirty(self) -> bool:
         return bool(self._pending)
+
+    def start_commit(self) -> None:
+        return None  # commits in place: flush
+
+    def finish_commit(self, commit: PendingCommit) -> None:
+        raise RuntimeError("this engine never starts a commit")
 
     def flush(self) -> None:
         """Commit the writes so far; with ``--fsync always`` they are durable too."""

@@ -101,6 +101,8 @@ class OutboxLike(Protocol):
     def after_commit(self) -> list[tuple[str, Message]]: ...
     @property
     def replies(self) -> list[tuple[object, object]]: ...
+    @property
+    def replies_now(self) -> list[tuple[object, object]]: ...
 
 
 class SimNode(Protocol):
@@ -139,6 +141,15 @@ class _Sync(NamedTuple):
     incarnation: int
 
 
+class _Loopback(NamedTuple):
+    """A message a node sent itself (its own acceptor's answer, after its
+    commit): delivered at once, never through the network's faults."""
+
+    node: str
+    incarnation: int
+    message: Message
+
+
 class _ClientTimeout(NamedTuple):
     op_id: int
 
@@ -148,7 +159,7 @@ class _Action(NamedTuple):
     run: Callable[[], None]
 
 
-_Event = _Deliver | _Tick | _Sync | _ClientTimeout | _Action
+_Event = _Deliver | _Loopback | _Tick | _Sync | _ClientTimeout | _Action
 
 
 @dataclass(slots=True)
@@ -333,6 +344,8 @@ class Simulation:
         match event:
             case _Deliver():
                 self._deliver(event)
+            case _Loopback():
+                self._loopback(event)
             case _Tick(node=node_id, incarnation=incarnation):
                 self._on_tick(node_id, incarnation)
             case _Sync(node=node_id, incarnation=incarnation):
@@ -524,6 +537,8 @@ class Simulation:
         outbox = host.node.take_outbox()
         for dst, message in outbox.messages:
             self._send(node_id, dst, message)
+        for token, result in outbox.replies_now:
+            self._on_reply(node_id, token, result)
         if host.crash_before_flush is not None and outbox.messages:
             lose_unsynced = host.crash_before_flush
             self._trace(f"{node_id} dies after sending, before its flush")
@@ -544,6 +559,10 @@ class Simulation:
 
     def _send(self, src: str, dst: str, message: Message) -> None:
         assert dst in self._hosts, f"{src} sent to unknown node {dst!r}"
+        if src == dst:
+            self._trace(f"loop {src} {describe(message)}")
+            self._push(self.now, _Loopback(src, self._hosts[src].incarnation, message))
+            return
         copies, reason = self.network.send(src, dst, message)
         text = describe(message)
         if not copies:
@@ -573,6 +592,15 @@ class Simulation:
         self._trace(f"recv {label}")
         host.node.step(message, self.node_now(delivery.dst))
         self._turn(delivery.dst)
+
+    def _loopback(self, event: _Loopback) -> None:
+        host = self._hosts[event.node]
+        if host.node is None or host.incarnation != event.incarnation:
+            return  # it died with the process
+        if self._hold(event.node, event):
+            return
+        host.node.step(event.message, self.node_now(event.node))
+        self._turn(event.node)
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:
         self.network.partition(groups)

@@ -8,9 +8,12 @@ scanning everything.
 
 Writes are *group-committed*: ``put`` and ``delete`` take effect at once for
 readers of the same engine, and ``flush`` makes every write so far durable as
-the engine's fsync policy says. The runtime calls ``flush`` once per event
-loop turn and releases the replies of that turn only after it returns, so
+the engine's fsync policy says. The runtime commits at the end of each event
+loop turn and releases the replies of that turn only after the commit, so
 that no write is acknowledged before it is durable (``--fsync always``).
+An engine may *pipeline* its commits (``start_commit``): the commit runs on
+another thread while the event loop goes on, and the turns that ran during
+it wait for the commit after it.
 
 Keys are kept in ring order (``core/ring.key_token``): ``scan`` takes a start
 token and returns the keys from there on, with the token to resume at (0 once
@@ -19,10 +22,11 @@ the whole ring has been walked).
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from enum import Enum
 from typing import Protocol
 
-__all__ = ["Engine", "FsyncPolicy", "StorageError", "Table"]
+__all__ = ["Engine", "FsyncPolicy", "PendingCommit", "StorageError", "Table"]
 
 
 class FsyncPolicy(Enum):
@@ -68,6 +72,14 @@ class Table(Protocol):
     def clear(self) -> None: ...
 
 
+class PendingCommit(Protocol):
+    """A commit ``Engine.start_commit`` began; ``future`` is done when it is
+    durable as the fsync policy says (or failed: ``finish_commit`` raises)."""
+
+    @property
+    def future(self) -> Future[None]: ...
+
+
 class Engine(Protocol):
     name: str
     fsync: FsyncPolicy
@@ -88,6 +100,15 @@ class Engine(Protocol):
 
     def sync(self) -> None:
         """fsync whatever is committed (the ``batch`` policy's timer calls this)."""
+
+    def start_commit(self) -> PendingCommit | None:
+        """Begin committing the writes so far on another thread and return at
+        once; None: this engine commits in place, call ``flush``. Reads see
+        every write as before; one commit runs at a time."""
+
+    def finish_commit(self, commit: PendingCommit) -> None:
+        """On the caller's thread once ``commit.future`` is done: settle it,
+        or raise StorageError (the writes stay pending for the next commit)."""
 
     def memory_bytes(self) -> int:
         """Approximate bytes of data held (keys, records and overhead)."""

@@ -34,18 +34,21 @@ import heapq
 import os
 from bisect import bisect_left
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from hashlib import blake2b
+from typing import NamedTuple
 
 import lmdb
 
 from ringkv.core import ring
-from ringkv.storage.base import FsyncPolicy, StorageError
+from ringkv.storage.base import FsyncPolicy, PendingCommit, StorageError
 
 __all__ = [
     "LONG_KEY_PREFIX",
     "STORAGE_KEY_MAX",
     "LmdbEngine",
     "LmdbTable",
+    "LmdbCommit",
     "storage_key",
 ]
 
@@ -140,6 +143,7 @@ class LmdbTable:
         self._expiry_pending: dict[bytes, bool] = {}
         self._pending_sorted: list[bytes] | None = None  # sorted keys of _pending
         self._cleared = False  # clear() not yet committed: ignore what LMDB holds
+        self._clears = 0  # clear() calls, to tell whether one came after a snapshot
 
     # --- reads -----------------------------------------------------------
 
@@ -283,6 +287,7 @@ class LmdbTable:
         self._expiry_pending.clear()
         self._pending_sorted = None
         self._cleared = True
+        self._clears += 1
         self._count = 0
         self._engine.note_pending(self, 0)
 
@@ -330,29 +335,72 @@ class LmdbTable:
 
     # --- group commit (called by the engine) ------------------------------
 
-    def apply(self, txn: lmdb.Transaction[bytes]) -> None:
-        """Write the pending changes into ``txn``."""
-        if self._cleared:
-            txn.drop(self._db, delete=False)
-            txn.drop(self._expiry_db, delete=False)
-        puts = [(skey, value) for skey, value in self._pending.items() if value is not None]
-        if puts:
-            txn.cursor(db=self._db).putmulti(puts)
-        for skey, value in self._pending.items():
-            if value is None:
-                txn.delete(skey, db=self._db)
-        index_puts = [(key, b"") for key, present in self._expiry_pending.items() if present]
-        if index_puts:
-            txn.cursor(db=self._expiry_db).putmulti(index_puts)
-        for key, present in self._expiry_pending.items():
-            if not present:
-                txn.delete(key, db=self._expiry_db)
+    def snapshot(self) -> _TableSnapshot:
+        """What a group commit writes for this table: the pending changes as
+        they are now. They stay pending (and visible) until ``settle``."""
+        return _TableSnapshot(
+            self, self._clears if self._cleared else -1, list(self._pending.items()),
+            list(self._expiry_pending.items()),
+        )  # fmt: skip
 
-    def committed(self) -> None:
-        self._pending.clear()
-        self._expiry_pending.clear()
-        self._pending_sorted = None
-        self._cleared = False
+    def settle(self, snapshot: _TableSnapshot) -> None:
+        """``snapshot`` is committed: forget the pending changes it wrote,
+        except the ones changed again since (they wait for the next commit).
+        The caller renews the read transaction at the same time."""
+        pending = self._pending
+        removed = False
+        for skey, value in snapshot.changes:
+            if skey in pending and pending[skey] is value:
+                del pending[skey]
+                removed = True
+        if removed:
+            self._pending_sorted = None
+        expiry_pending = self._expiry_pending
+        for index_key, present in snapshot.index_changes:
+            if index_key in expiry_pending and expiry_pending[index_key] is present:
+                del expiry_pending[index_key]
+        if snapshot.clears == self._clears:
+            self._cleared = False  # no clear() since: LMDB holds the table again
+
+
+class _TableSnapshot(NamedTuple):
+    table: LmdbTable
+    clears: int  # the table's clear() count when taken, -1 if not cleared
+    changes: list[tuple[bytes, bytes | None]]  # storage key -> value, None: delete
+    index_changes: list[tuple[bytes, bool]]  # expiry-index key -> add or remove
+
+    def apply(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Write the changes into ``txn`` (any thread: reads nothing shared)."""
+        db, expiry_db = self.table._db, self.table._expiry_db
+        if self.clears >= 0:
+            txn.drop(db, delete=False)
+            txn.drop(expiry_db, delete=False)
+        puts = [(skey, value) for skey, value in self.changes if value is not None]
+        if puts:
+            txn.cursor(db=db).putmulti(puts)
+        for skey, value in self.changes:
+            if value is None:
+                txn.delete(skey, db=db)
+        index_puts = [(key, b"") for key, present in self.index_changes if present]
+        if index_puts:
+            txn.cursor(db=expiry_db).putmulti(index_puts)
+        for key, present in self.index_changes:
+            if not present:
+                txn.delete(key, db=expiry_db)
+
+
+class LmdbCommit:
+    """A group commit running on the engine's commit thread
+    (``LmdbEngine.start_commit``). ``future`` completes when LMDB has
+    committed (and, under ``always``, fsynced) it; then ``finish_commit``."""
+
+    __slots__ = ("error", "future", "settled", "snapshots")
+
+    def __init__(self, snapshots: list[_TableSnapshot]) -> None:
+        self.snapshots = snapshots
+        self.future: Future[None] = Future()
+        self.settled = False
+        self.error: StorageError | None = None
 
 
 class LmdbEngine:
@@ -379,6 +427,8 @@ class LmdbEngine:
         self._pending_bytes = 0
         self._unsynced = False  # committed without fsync
         self._read_txn: lmdb.Transaction[memoryview] | None = None
+        self._inflight: LmdbCommit | None = None  # start_commit's, not yet settled
+        self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         always = fsync is FsyncPolicy.ALWAYS
         try:
@@ -435,6 +485,7 @@ class LmdbEngine:
             raise StorageError("a table needs a name")
         if len(self._tables) >= self.max_tables:
             raise StorageError(f"too many tables: max_tables is {self.max_tables}")
+        self._await_inflight()  # one write transaction at a time
         self._drop_read_txn()  # a read txn begun before the new db cannot use it
         try:
             with self._env.begin(write=True) as txn:
@@ -481,28 +532,92 @@ class LmdbEngine:
         return bool(self._dirty_tables) or (self._unsynced and self.fsync is FsyncPolicy.ALWAYS)
 
     def flush(self) -> None:
+        """Commit every pending change now, on this thread (after the commit
+        in flight, if any, which it settles)."""
+        self._await_inflight()
         if not self._dirty_tables:
             if self._unsynced and self.fsync is FsyncPolicy.ALWAYS:
                 self.sync()
             return
+        commit = self._begin_commit()
+        self._drop_read_txn()  # so that the write txn may reuse the pages the last one freed
+        self._run_commit(commit)
+        self._settle(commit)
+        if commit.error is not None:
+            raise commit.error
+
+    def start_commit(self) -> LmdbCommit | None:
+        """Begin a group commit on the commit thread and return at once, or
+        return None when this engine commits in place (``flush``): only under
+        ``always`` is the fsync worth a thread, and one commit runs at a time.
+
+        The event loop keeps working while LMDB writes and fsyncs: reads see
+        the pending changes as before, new writes wait for the next commit.
+        Call ``finish_commit`` on the loop's thread once ``future`` is done,
+        and release what waited for this commit only if it did not raise."""
+        if self.fsync is not FsyncPolicy.ALWAYS or not self._dirty_tables:
+            return None
+        self._await_inflight()
+        commit = self._begin_commit()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lmdb-commit")
+        self._inflight = commit
+        self._executor.submit(self._run_commit, commit)
+        return commit
+
+    def finish_commit(self, commit: PendingCommit) -> None:
+        """Settle a commit begun by ``start_commit``; raise StorageError if it
+        failed (its changes are pending again, for the next commit)."""
+        assert isinstance(commit, LmdbCommit), "a commit of this engine"
+        if not commit.future.done():
+            raise RuntimeError("finish_commit before the commit is done")
+        self._settle(commit)
+        if commit.error is not None:
+            raise commit.error
+
+    def _begin_commit(self) -> LmdbCommit:
         self._check_open()
-        tables = list(self._dirty_tables.values())
-        # Before the write txn, so that it may reuse the pages the last one freed.
-        self._drop_read_txn()
-        try:
-            with self._env.begin(write=True) as txn:
-                for table in tables:
-                    table.apply(txn)
-        except lmdb.Error as exc:
-            # Aborted: the pending changes stay pending (and visible), and the
-            # next flush tries again.
-            raise _storage_error("commit failed", exc, self.map_size) from exc
-        for table in tables:
-            table.committed()
+        commit = LmdbCommit([table.snapshot() for table in self._dirty_tables.values()])
         self._dirty_tables.clear()
         self._pending_bytes = 0
+        return commit
+
+    def _run_commit(self, commit: LmdbCommit) -> None:
+        """Write and commit the snapshots (the commit thread, or ``flush``'s)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                for snapshot in commit.snapshots:
+                    snapshot.apply(txn)
+        except lmdb.Error as exc:
+            commit.error = _storage_error("commit failed", exc, self.map_size)
+        except Exception as exc:  # never report a commit that did not happen as done
+            commit.error = StorageError(f"commit failed: {exc!r}")
+        finally:
+            commit.future.set_result(None)
+
+    def _settle(self, commit: LmdbCommit) -> None:
+        if commit.settled:
+            return
+        commit.settled = True
+        if self._inflight is commit:
+            self._inflight = None
+        if commit.error is not None:
+            # Aborted: the changes are still pending (and visible); the next
+            # commit writes them again.
+            for snapshot in commit.snapshots:
+                self._dirty_tables[snapshot.table.name] = snapshot.table
+            return
+        self._drop_read_txn()  # the next read sees what was just committed
+        for snapshot in commit.snapshots:
+            snapshot.table.settle(snapshot)
         if self.fsync is not FsyncPolicy.ALWAYS:
             self._unsynced = True
+
+    def _await_inflight(self) -> None:
+        commit = self._inflight
+        if commit is not None:
+            commit.future.result()
+            self._settle(commit)
 
     def sync(self) -> None:
         if not self._unsynced:
@@ -526,6 +641,9 @@ class LmdbEngine:
             self.flush()
             self.sync()
         finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
             self._drop_read_txn()
             self._env.close()
             os.close(self._lock_fd)  # releases the data directory lock

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from itertools import islice
 
 from ringkv.core.ring import TOKEN_BITS, key_token
-from ringkv.storage.base import FsyncPolicy, StorageError
+from ringkv.storage.base import FsyncPolicy, PendingCommit, StorageError
 
 __all__ = ["BUCKET_COUNT", "MemoryEngine", "MemoryTable", "OutOfMemory"]
 
@@ -213,6 +213,12 @@ class MemoryEngine:
     @property
     def dirty(self) -> bool:
         return False
+
+    def start_commit(self) -> None:
+        return None  # commits in place: flush
+
+    def finish_commit(self, commit: PendingCommit) -> None:
+        raise RuntimeError("this engine never starts a commit")
 
     def flush(self) -> None:
         return None
