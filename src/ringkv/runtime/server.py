@@ -188,6 +188,7 @@ class Server:
             ("replication", self._info_replication),
             ("keyspace", self._info_keyspace),
             ("ringkv", self._info_ringkv),
+            ("strong", self._info_strong),
         ):
             if default or name in wanted:
                 out.append(f"# {name.capitalize()}\r\n")
@@ -235,6 +236,7 @@ class Server:
             "engine": self.engine.name,
             "fsync": self.engine.fsync.value,
             "group_commits": self.host.commits,
+            "group_commits_pipelined": self.host.pipelined_commits,
             "group_commit_failures": self.host.commit_failures,
         }
 
@@ -282,6 +284,10 @@ class Server:
             **self._info_faults(),
         }
 
+    def _info_strong(self) -> dict[str, object]:
+        """CASPaxos work on this node (core/strong.py StrongStats), paxos_*."""
+        return {f"paxos_{k}": v for k, v in dataclasses.asdict(self.node.strong_stats).items()}
+
     def _info_faults(self) -> dict[str, object]:
         if self.link_faults is None:
             return {}
@@ -302,6 +308,9 @@ class Server:
         m.counters["expired_keys"] = lambda: self.node.expired_keys
         m.counters["evicted_keys"] = lambda: getattr(self.engine, "evicted_keys", 0)
         m.counters["group_commits"] = lambda: self.host.commits
+        strong = self.node.strong_stats
+        for stat in dataclasses.fields(strong):
+            m.counters[f"paxos_{stat.name}"] = _stat_reader(strong, stat.name)
         m.counters["protocol_errors"] = lambda: self.stats.protocol_errors
         links = self.link_faults
         if links is not None:
@@ -520,3 +529,13 @@ def run_server(settings: ServerSettings) -> None:
         uvloop.run(_serve(settings))
     except ImportError:
         asyncio.run(_serve(settings))
+
+
+def _stat_reader(stats: object, name: str) -> Callable[[], float]:
+    """A metrics callback reading one counter of a stats dataclass."""
+
+    def read() -> float:
+        value: float = getattr(stats, name)
+        return value
+
+    return read
