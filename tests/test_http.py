@@ -497,13 +497,15 @@ async def test_storage_failure_is_503(
 async def test_failed_commit_is_504_and_not_definite(
     lmdb_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ringkv.storage.lmdb_engine import LmdbEngine
+    import lmdb
 
-    def failing_flush(self: LmdbEngine) -> None:
-        raise StorageError("fsync failed")
+    from ringkv.storage import lmdb_engine
+
+    def failing_apply(self: object, txn: object) -> None:
+        raise lmdb.DiskError("fsync failed")  # whether committed in place or on the thread
 
     url = lmdb_server.http_url
-    monkeypatch.setattr(LmdbEngine, "flush", failing_flush)
+    monkeypatch.setattr(lmdb_engine._TableSnapshot, "apply", failing_apply)
     async with aiohttp.ClientSession() as session:
         async with session.put(f"{url}/v1/kv/a", data=b"v") as resp:
             error = await expect_error(resp, 504, "timeout")

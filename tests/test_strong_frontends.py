@@ -415,4 +415,8 @@ def test_three_processes_linearizable_cas_locks_then_a_minority(
     assert error_of(lambda: r1.get("k")).startswith("UNAVAILABLE ")  # linearizable read
     assert time.monotonic() - started < 2.5
     r1.execute_command("RINGKV.CONSISTENCY", "one")
-    assert r1.get("k") == b"after-one"  # a stale read is still possible, when asked for
+    # A stale read is still possible, when asked for: n1's own acceptor row.
+    # A write that ended TIMEOUT sent its accept with the promise n1 cached
+    # (linearizable reads leave promises alone), and n1's own acceptor took it.
+    timed_out = any(status == 504 for status, _ in answers)
+    assert r1.get("k") in ((b"after-one", b"minority") if timed_out else (b"after-one",))

@@ -15,10 +15,15 @@ module is its plumbing:
   format a strong table holds: no lww/causal path reads it). The new row is
   put in the engine and the reply joins ``after_commit``: it leaves only
   after the group commit made the promise durable.
-* **Proposer.** Every message a proposal sends also waits for the commit
-  (``after_commit``): an accept may rest on this node's own acceptor's
-  promise, made in the same turn. A message to this node itself is handled in
-  place, without the network. At most one proposal per key runs on a node;
+* **Proposer.** A proposal's messages leave at once. Its message to this
+  node's own acceptor is ruled on in place (the row joins this turn's
+  commit), and the answer comes back to this node as an ``after_commit``
+  message to itself, so the proposer only ever acts on durable promises and
+  accepts (its own included) and never has to hold its sends back: the
+  accepts of a round go out while this node's own commit runs, and the
+  quorum is the first majority durable anywhere. For the same reason the
+  client's answer leaves as soon as the outcome is known (``replies_now``),
+  not after this node's next commit. At most one proposal per key runs on a node;
   later operations on the key wait in a FIFO behind it (so the node's own
   operations never duel, and each one after the first uses the one-round-trip
   promise, ``LeaderCache``, kept per key in a bounded LRU). Due timers run at
@@ -42,13 +47,41 @@ module is its plumbing:
   homes for their rows (``PaxosRead``) and answer the state accepted at the
   highest ballot, labelled ``stale``: it may be a state only a minority
   accepted, or miss the newest commit.
+* **Linearizable reads, one round trip, nothing written** (the "quorum read"
+  of Paxos systems; docs/paxos.md, "Reads without a round"). Every home is
+  asked for its row (``PaxosRead``; this node's own row is read in place and
+  may hold an accept not yet durable, so the answer waits for this node's
+  commit), and the read is answered, not stale, as soon as a majority of the
+  homes report the same accepted ballot (and state): ``agreed_state``. Safe
+  because acceptor rows only move forward (the accepted ballot never
+  decreases) and every row reported is durable (sent after the commit):
+  (1) a state a majority accepted at one ballot is *chosen*: every later
+  round's prepare majority meets that majority, so every later state
+  descends from it, and every later read sees it or a newer one; (2) a write
+  acknowledged before the read began was accepted by a majority M' at some
+  ballot b'; each acceptor of M' answers the read later, so with a ballot
+  >= b'; the agreeing majority meets M', so the agreed ballot is >= b' and
+  its state is that write's or a later one. A ballot carries one state (its
+  proposer sends one accept per ballot, the cached one-round-trip ballot
+  included, and never reuses one across retries or restarts), so the same
+  ballot means the same state; the state is compared too, as a check. When
+  no majority can agree any more (a write in flight, a minority holding a
+  newer accept, a home refusing or suspected), or after
+  ``paxos_round_timeout_ms`` without agreement, the read becomes a full round
+  (``read_register``) within the same deadline, the failure detector's clock
+  still running from the read's start. Fewer than a majority of homes
+  reachable at the start: UNAVAILABLE at once, like every read. The read
+  changes no acceptor row, so it never raises a promise: a proposer's
+  one-round-trip promise (``LeaderCache``) survives it, and it never duels
+  with writes. It drops this node's own cached promise for the key when it
+  sees a newer state (that promise could only meet a conflict).
 
 The Node API for frontends (RESP, HTTP, the Python client). Requests are in
 ``core/requests.py``; every error is an ``OpError`` (``core/errors.py``):
 
 | request, in a strong keyspace | answer |
 | --- | --- |
-| ``Read(ks, key, level)``, level ``linearizable`` | ``RegisterValue(value, version, expires_at_ms, stale=False)``: a Paxos round |
+| ``Read(ks, key, level)``, level ``linearizable`` | ``RegisterValue(value, version, expires_at_ms, stale=False)``: the homes' rows when a majority agree (one round trip, no write), else a Paxos round; UNAVAILABLE when fewer than a majority can answer |
 | ``Read`` at ``one`` / ``quorum`` (``local_quorum``) / ``all`` (``acks`` overrides) | ``RegisterValue(..., stale=True)``: 1 / N//2+1 / N acceptors must answer, no round; UNAVAILABLE when fewer can |
 | ``Mutate(ks, key, mutation)`` (any ``ops`` mutation, any level) | ``Versioned(result, version)``: ``result`` as in lww (SET True/False/old value, INCRBY the integer, DEL existed, ...) |
 | ``Cas(ks, key, expected, new)`` / ``Cas(ks, key, None, new, version=v)`` | ``Versioned(True, new_version)`` or MISMATCH |
@@ -83,6 +116,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -110,6 +144,7 @@ from ringkv.core.parts import NodeParts
 from ringkv.core.paxos import (
     AcceptorState,
     AcceptorStateError,
+    Ballot,
     BallotClock,
     Change,
     ChangeFunction,
@@ -147,6 +182,8 @@ __all__ = [
     "Strong",
     "StrongRequest",
     "StrongStats",
+    "agreed_state",
+    "agreement_possible",
     "freshest",
     "mutation_change",
     "read_quorum",
@@ -236,6 +273,40 @@ def freshest(states: list[AcceptorState]) -> RegisterState:
     return best.state
 
 
+def _agreement(states: Iterable[AcceptorState]) -> dict[tuple[Ballot, RegisterState], int]:
+    """How many rows report each (accepted ballot, state). A ballot carries
+    one state (its proposer uses it once), so the state in the key is only a
+    sanity check: rows that differ in it never count as agreeing."""
+    counts: dict[tuple[Ballot, RegisterState], int] = {}
+    for row in states:
+        group = (row.accepted, row.state)
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+def agreed_state(states: Iterable[AcceptorState], needed: int) -> RegisterState | None:
+    """The state a linearizable read answers without a round: one that at
+    least ``needed`` acceptors (a majority of the key's homes) report as
+    accepted at the same ballot, hence chosen (module docstring,
+    "Linearizable reads"). None: no such majority (yet).
+
+    >>> agreed_state([AcceptorState(), AcceptorState()], 2)
+    RegisterState(value=None, version=0, expires_at_ms=0, origins=())
+    """
+    assert needed >= 1
+    for (_, state), count in _agreement(states).items():
+        if count >= needed:
+            return state
+    return None
+
+
+def agreement_possible(states: Iterable[AcceptorState], outstanding: int, needed: int) -> bool:
+    """Whether ``outstanding`` more answers could still give ``needed`` rows
+    agreeing on one accepted ballot (False: fall back to a full round)."""
+    assert needed >= 1 and outstanding >= 0
+    return max(_agreement(states).values(), default=0) + outstanding >= needed
+
+
 def read_quorum(level: Level, acceptors: int, acks: int = 0) -> int:
     """Acceptors a read below linearizable waits for: an explicit R, else by
     level (``one`` 1, ``all`` N, the quorums a majority).
@@ -304,7 +375,9 @@ class StrongStats:
     timeouts: int = 0
     acceptor_writes: int = 0  # acceptor rows put
     acceptor_refusals: int = 0  # messages refused before the acceptor rules (epoch, not ours)
-    stale_reads: int = 0  # reads answered without a round
+    stale_reads: int = 0  # reads below linearizable (answered without a round)
+    fast_reads: int = 0  # linearizable reads answered by a majority's agreeing rows
+    read_fallbacks: int = 0  # linearizable reads that found no agreement: a full round
     probes: int = 0  # PaxosRead probes sent to suspected homes
     stray_replies: int = 0  # answers to no running request (mostly the slowest acceptor's)
     malformed_replies: int = 0
@@ -336,16 +409,22 @@ class QueuedOperation:
 
 @dataclass(slots=True)
 class PendingRegisterRead:
-    """A read below linearizable (or an inspection) waiting for acceptors."""
+    """A read of acceptor rows waiting for their answers: below
+    linearizable, an inspection (``report``), or a linearizable read's
+    first try (``linearizable``: answered once ``needed`` rows agree, else
+    handed to a full round, at ``fallback_at_ms`` at the latest)."""
 
     token: object
-    keyspace: str
+    spec: KeyspaceSpec
     key: bytes
     homes: tuple[str, ...]
     needed: int
+    started_ms: int
     deadline_ms: int
     ring_epoch: int
-    report: bool
+    report: bool = False
+    linearizable: bool = False
+    fallback_at_ms: int = 0
     states: dict[str, AcceptorState] = field(default_factory=dict)
     refused: dict[str, None] = field(default_factory=dict)
 
@@ -414,11 +493,16 @@ class Strong(NodeParts):
         match request:
             case Read(level=level, acks=acks):
                 level = level or spec.level
+                homes = self._homes(spec, key)
                 if level is not Level.LINEARIZABLE:
-                    homes = self._homes(spec, key)
                     needed = read_quorum(level, len(homes), acks)
                     return self._start_register_read(spec, key, needed, token, now_ms)
-                change = read_register()
+                if homes != (self.config.node_id,):
+                    needed = paxos.majority(len(homes))
+                    return self._start_register_read(
+                        spec, key, needed, token, now_ms, linearizable=True
+                    )
+                change = read_register()  # this node the only acceptor: in place
             case Mutate(mutation=mutation):
                 if (
                     isinstance(mutation, ops.Put)
@@ -451,8 +535,17 @@ class Strong(NodeParts):
     # -- proposer ---------------------------------------------------------------
 
     def _propose(
-        self, spec: KeyspaceSpec, key: bytes, change: ChangeFunction, token: object, now_ms: int
+        self,
+        spec: KeyspaceSpec,
+        key: bytes,
+        change: ChangeFunction,
+        token: object,
+        now_ms: int,
+        *,
+        after_read: PendingRegisterRead | None = None,
     ) -> object:
+        """Run ``change`` on the key (``after_read``: the linearizable read
+        this round takes over, whose deadline, start and answers it keeps)."""
         if self._homes(spec, key) == (self.config.node_id,):
             return self._local_round(spec.name, key, change, now_ms)
         busy = self._busy()
@@ -460,6 +553,8 @@ class Strong(NodeParts):
             return busy
         ref = (spec.name, key)
         deadline_ms = now_ms + self.config.request_timeout_ms
+        if after_read is not None:
+            deadline_ms = after_read.deadline_ms
         if ref in self._proposing:
             # One proposal per key from this node: the next waits, then runs
             # with the promise this one leaves (no duel with ourselves).
@@ -469,7 +564,7 @@ class Strong(NodeParts):
             self._waiting_count += 1
             self.strong_stats.queued += 1
             return PENDING
-        pending = self._start_proposal(spec, key, change, token, deadline_ms, now_ms)
+        pending = self._start_proposal(spec, key, change, token, deadline_ms, now_ms, after_read)
         if pending.proposal.phase is Phase.DONE:
             self._finish_proposal(pending, now_ms)
         return PENDING
@@ -500,6 +595,7 @@ class Strong(NodeParts):
         token: object,
         deadline_ms: int,
         now_ms: int,
+        after_read: PendingRegisterRead | None = None,
     ) -> PendingProposal:
         ref = (spec.name, key)
         homes = self._homes(spec, key)
@@ -512,6 +608,12 @@ class Strong(NodeParts):
             config=self._paxos_config, cached=cached,
         )  # fmt: skip
         pending = PendingProposal(proposal, token, ref, now_ms)
+        if after_read is not None:
+            # A home silent since the read began is as silent for this round
+            # (the failure detector's clock does not restart), and one that
+            # answered the read is alive.
+            pending.started_ms = after_read.started_ms
+            pending.heard.update(dict.fromkeys(after_read.states))
         self._proposals[req_id] = pending
         self._proposing[ref] = req_id
         self.strong_stats.proposals += 1
@@ -529,27 +631,35 @@ class Strong(NodeParts):
         return node != self.config.node_id and self._suspected(node, now_ms)
 
     def _drive(self, pending: PendingProposal, sends: list[Send], now_ms: int) -> None:
-        """Send a proposal's messages after the commit; answer the ones for
-        this node's own acceptor in place, feeding the replies back."""
+        """Send a proposal's messages now; this node's own acceptor rules on
+        its message in place, and its answer comes back to this node after the
+        commit, like every other acceptor's (module docstring: send after
+        persist, and the proposer acts on durable answers only)."""
         me = self.config.node_id
-        work = deque(sends)
-        while work:
-            dst, message = work.popleft()
+        for dst, message in sends:
             if dst != me:
-                self._after_commit.append((dst, message))
-                continue
-            reply = self._acceptor_step(message, now_ms)
-            pending.heard[me] = None
-            work.extend(pending.proposal.step(reply, now_ms))
+                self._messages.append((dst, message))
+            else:
+                self._after_commit.append((me, self._acceptor_step(message, now_ms)))
         wakeup = pending.proposal.wakeup_ms
         if wakeup is not None and wakeup != pending.timer_ms:
             pending.timer_ms = wakeup
-            heapq.heappush(self._timers, (wakeup, pending.proposal.req_id))
-            if len(self._timers) > 4 * (len(self._proposals) + 16):
-                self._timers = [
-                    (p.timer_ms, r) for r, p in self._proposals.items() if p.timer_ms is not None
-                ]
-                heapq.heapify(self._timers)
+            self._push_timer(wakeup, pending.proposal.req_id)
+
+    def _push_timer(self, wakeup_ms: int, req_id: int) -> None:
+        """Put a proposal's or a linearizable read's wakeup on the heap; past
+        four entries per live request (most of them stale), rebuild it."""
+        heapq.heappush(self._timers, (wakeup_ms, req_id))
+        if len(self._timers) > 4 * (len(self._proposals) + len(self._register_reads) + 16):
+            self._timers = [
+                (p.timer_ms, r) for r, p in self._proposals.items() if p.timer_ms is not None
+            ]
+            self._timers += [
+                (read.fallback_at_ms, r)
+                for r, read in self._register_reads.items()
+                if read.linearizable
+            ]
+            heapq.heapify(self._timers)
 
     def _run_due_timers(self, now_ms: int) -> None:
         """Run the proposals whose wakeup has come. Called at every input, not
@@ -560,6 +670,9 @@ class Strong(NodeParts):
             _, req_id = heapq.heappop(self._timers)
             pending = self._proposals.get(req_id)
             if pending is None:
+                read = self._register_reads.get(req_id)
+                if read is not None and read.linearizable and now_ms >= read.fallback_at_ms:
+                    self._fall_back_to_round(req_id, read, now_ms)
                 continue
             wakeup = pending.proposal.wakeup_ms
             if wakeup is None or wakeup > now_ms:
@@ -575,10 +688,21 @@ class Strong(NodeParts):
         self._run_due_timers(now_ms)
 
     def strong_wakeup_ms(self) -> int | None:
-        """The earliest time a proposal here has something to do (possibly
-        earlier): a host that calls ``tick`` then, not only every
-        tick_interval_ms, gives back-offs their full resolution."""
+        """The earliest time a proposal or a linearizable read here has
+        something to do (possibly earlier): a host that calls ``tick`` then,
+        not only every tick_interval_ms, gives back-offs their full
+        resolution. Entries of requests that ended are dropped first: every
+        linearizable read arms a timer, and most end long before it."""
+        while self._timers and not self._timer_live(*self._timers[0]):
+            heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
+
+    def _timer_live(self, wakeup_ms: int, req_id: int) -> bool:
+        pending = self._proposals.get(req_id)
+        if pending is not None:
+            return pending.timer_ms == wakeup_ms
+        read = self._register_reads.get(req_id)
+        return read is not None and read.linearizable and read.fallback_at_ms == wakeup_ms
 
     def _finish_proposal(self, pending: PendingProposal, now_ms: int) -> None:
         """Answer a finished proposal, then start what waits on its key."""
@@ -606,7 +730,9 @@ class Strong(NodeParts):
             stats.unavailable += 1
         elif isinstance(result, OpError) and result.code == "TIMEOUT":
             stats.timeouts += 1
-        self._resolve(pending.token, result)
+        # The outcome rests on a durable quorum (this node's acceptor counts
+        # only once its answer came back after the commit): it needs no commit.
+        self._resolve(pending.token, result, needs_commit=False)
 
     def _start_waiting(self, ref: KeyRef, now_ms: int) -> None:
         """Start the next operation waiting on ``ref`` (a loop, not recursion:
@@ -725,7 +851,7 @@ class Strong(NodeParts):
         )  # fmt: skip
         self._after_commit.append((m.src, reply))  # never report what is not durable
 
-    # -- reads below linearizable, and inspection ---------------------------------
+    # -- reads of acceptor rows: below linearizable, linearizable, inspection ------
 
     def _start_register_read(
         self,
@@ -736,13 +862,17 @@ class Strong(NodeParts):
         now_ms: int,
         *,
         report: bool = False,
+        linearizable: bool = False,
     ) -> object:
+        """Ask the key's homes for their rows (this node's own read in place:
+        the answer leaves only after the group commit, like every reply)."""
         homes = self._homes(spec, key)
         me = self.config.node_id
         pending = PendingRegisterRead(
-            token=token, keyspace=spec.name, key=key, homes=homes, needed=needed,
+            token=token, spec=spec, key=key, homes=homes, needed=needed, started_ms=now_ms,
             deadline_ms=now_ms + self.config.request_timeout_ms, ring_epoch=self.ring.epoch,
-            report=report,
+            report=report, linearizable=linearizable,
+            fallback_at_ms=now_ms + self.config.paxos_round_timeout_ms,
         )  # fmt: skip
         if me in homes:
             pending.states[me] = self._acceptor_state(self._table(spec.name).get(key))
@@ -773,6 +903,8 @@ class Strong(NodeParts):
                     )
                 )  # fmt: skip
         self._register_reads[read_id] = pending
+        if linearizable:
+            self._push_timer(pending.fallback_at_ms, read_id)
         return PENDING
 
     def _register_read_result(self, pending: PendingRegisterRead, now_ms: int) -> object | None:
@@ -784,6 +916,21 @@ class Strong(NodeParts):
                 home: pending.states.get(home) for home in pending.homes
             }
             return RegisterReport(pending.key, list(pending.homes), acceptors)
+        if pending.linearizable:
+            agreed = agreed_state(pending.states.values(), pending.needed)
+            if agreed is None:
+                return None
+            self.strong_stats.fast_reads += 1
+            cached = self._leader_caches.get((pending.spec.name, pending.key))
+            if cached is not None and cached.state.version < agreed.version:
+                # Another proposer changed the key since this node's last
+                # round, at a ballot above the cached one: an accept with the
+                # cache could only meet a conflict, and leave an accept the
+                # retry may be unable to place (paxos.py, exactly once). The
+                # next round prepares above the promises seen instead.
+                del self._leader_caches[(pending.spec.name, pending.key)]
+                self._ballots.observe(max(s.promised for s in pending.states.values()))
+            return register_value(agreed, now_ms, stale=False)
         if len(pending.states) < pending.needed:
             return None
         self.strong_stats.stale_reads += 1
@@ -800,6 +947,8 @@ class Strong(NodeParts):
             pending.refused[m.src] = None
             if len(pending.homes) - len(pending.refused) < pending.needed:
                 self._end_register_read(m.req_id, pending, now_ms, f"refused: {m.error}")
+            elif pending.linearizable and not self._agreement_possible(pending, now_ms):
+                self._fall_back_to_round(m.req_id, pending, now_ms)
             return
         try:
             pending.states[m.src] = AcceptorState.unpack(m.state) if m.state else AcceptorState()
@@ -810,6 +959,33 @@ class Strong(NodeParts):
         result = self._register_read_result(pending, now_ms)
         if result is not None:
             del self._register_reads[m.req_id]
+            self._resolve(pending.token, result)  # after this node's commit (its own row)
+        elif pending.linearizable and not self._agreement_possible(pending, now_ms):
+            self._fall_back_to_round(m.req_id, pending, now_ms)
+
+    def _agreement_possible(self, pending: PendingRegisterRead, now_ms: int) -> bool:
+        """Whether the homes yet to answer (neither refused nor suspected)
+        could still make a majority agree."""
+        outstanding = sum(
+            1
+            for home in pending.homes
+            if home not in pending.states
+            and home not in pending.refused
+            and not self._suspect_of(home, now_ms)
+        )
+        return agreement_possible(pending.states.values(), outstanding, pending.needed)
+
+    def _fall_back_to_round(self, read_id: int, pending: PendingRegisterRead, now_ms: int) -> None:
+        """No majority agrees (a write in flight, a minority ahead, homes
+        silent): a full round decides, within the read's deadline. It writes
+        the state it reads back unchanged, so it ends definite whatever
+        happens (docs/paxos.md)."""
+        del self._register_reads[read_id]
+        self.strong_stats.read_fallbacks += 1
+        result = self._propose(
+            pending.spec, pending.key, read_register(), pending.token, now_ms, after_read=pending
+        )
+        if result is not PENDING:
             self._resolve(pending.token, result)
 
     def _end_register_read(
@@ -860,7 +1036,9 @@ class Strong(NodeParts):
             if proposal.phase is Phase.DONE:
                 self._finish_proposal(pending, now_ms)
         for read_id, read in list(self._register_reads.items()):
-            if now_ms >= read.deadline_ms:
+            if read.linearizable and now_ms >= read.fallback_at_ms:
+                self._fall_back_to_round(read_id, read, now_ms)  # its timer was dropped
+            elif now_ms >= read.deadline_ms:
                 self._end_register_read(read_id, read, now_ms, "deadline passed")
         for ref in list(self._waiting):
             if ref not in self._proposing:
