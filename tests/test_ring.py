@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ringkv.core import ring as ring_module
 from ringkv.core.ring import (
     TOKEN_MAX,
     VNODES_MAX,
@@ -468,3 +469,63 @@ def test_ranges_moved_are_exactly_the_changed_keys(
                 following.old_replicas,
                 following.new_replicas,
             )
+
+
+# --- the memo of preference lists ----------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(members=members_strategy, n=st.integers(1, 5), data=st.data())
+def test_memoized_lists_are_the_computed_ones(
+    members: list[Member], n: int, data: st.DataObject
+) -> None:
+    ring = build_ring(members, 1, tokens_per_weight=4)
+    tokens = [*every_arc(ring), 0, TOKEN_MAX, *KEY_TOKENS[:50]]
+    tokens += data.draw(st.lists(st.integers(0, TOKEN_MAX), max_size=20))
+    first = [preference_list(ring, token, n) for token in tokens]
+    for token, answer in zip(reversed(tokens), reversed(first), strict=True):
+        assert preference_list(ring, token, n) == answer  # from the memo now
+        fresh = build_ring(members, 1, tokens_per_weight=4)  # an empty memo: computed
+        assert preference_list(fresh, token, n) == answer
+
+
+def test_a_ring_change_never_serves_a_list_of_the_old_ring() -> None:
+    old_members = [m(f"n{i}", host="h") for i in range(1, 6)]
+    new_members = [*old_members, m("n6", host="h2")]
+    for epoch in (1, 2):  # even a ring wrongly built at the same epoch gets its own lists
+        old = build_ring(old_members, 1)
+        new = build_ring(new_members, epoch)
+        before = {token: preference_list(old, token, 3) for token in every_arc(new)}
+        changed = 0
+        for token in every_arc(new):
+            after = preference_list(new, token, 3)
+            assert after == preference_list(build_ring(new_members, epoch), token, 3)
+            changed += after != before[token]
+        assert changed > 0  # the new node did enter some lists
+        assert all(preference_list(old, t, 3) == before[t] for t in every_arc(new))
+
+
+def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ring_module, "PREFERENCE_MEMO_MAX", 8)
+    members = [m(f"n{i}", zone=f"z{i % 2}") for i in range(6)]
+    ring = build_ring(members, 1, tokens_per_weight=8)
+    for n in (1, 2, 3):
+        for token in every_arc(ring):
+            assert preference_list(ring, token, n) == preference_list(
+                build_ring(members, 1, tokens_per_weight=8), token, n
+            )
+            assert len(ring._preference_memo) <= 8
+
+
+def test_the_memo_changes_neither_equality_nor_validation() -> None:
+    used, unused = five_nodes(), five_nodes()
+    for token in every_arc(used):
+        preference_list(used, token, 3)
+    assert used == unused and hash(used) == hash(unused)
+    token = used.vnode_tokens[0]
+    for bad_n in (0, -1, 1.0, "3"):
+        with pytest.raises(RingError):
+            preference_list(used, token, bad_n)  # type: ignore[arg-type]
+    for bad_token in (-1, TOKEN_MAX + 1, 1.5):
+        with pytest.raises(RingError):
+            preference_list(used, bad_token, 3)  # type: ignore[arg-type]

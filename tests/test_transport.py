@@ -26,6 +26,7 @@ from ringkv.core import codec
 from ringkv.core.messages import Message, ReplicaRead, ReplicaReadReply
 from ringkv.runtime.transport import (
     COUNTER_NAMES,
+    WRITE_BATCH_BYTES_MAX,
     ClusterSecret,
     SecretError,
     Transport,
@@ -187,6 +188,37 @@ async def test_order_per_peer_is_preserved(make: Factory) -> None:
         assert a.send("n2", read("n1", req_id))
     await wait_until(lambda: len(inbox_b) == 500)
     assert [m.req_id for m in inbox_b] == list(range(500))
+
+
+async def test_frames_queued_together_arrive_whole_in_order_and_counted(make: Factory) -> None:
+    # Frames queued in one turn leave in writes of up to WRITE_BATCH_BYTES_MAX
+    # bytes (a large frame ends a batch). Each arrives whole and in order, is
+    # counted on both sides, and frees its bytes in the queue: every wave
+    # fits the byte limit only if the waves before it were taken off.
+    def wave(number: int) -> list[Message]:
+        messages: list[Message] = []
+        for i in range(100):
+            size = WRITE_BATCH_BYTES_MAX // 3 if i % 40 == 7 else i
+            record = bytes([i]) * size
+            req_id = 1000 * number + i
+            messages.append(ReplicaReadReply(src="n1", req_id=req_id, ok=True, record=record))
+        return messages
+
+    waves = [wave(number) for number in range(3)]
+    wave_bytes_max = max(sum(len(codec.encode(m)) for m in messages) for messages in waves)
+    a, _ = await make("n1", send_queue_max_bytes=wave_bytes_max + 64)
+    b, inbox_b = await make("n2")
+    meet(a, b)
+    sent: list[Message] = []
+    for messages in waves:
+        for message in messages:
+            assert a.send("n2", message)
+        sent.extend(messages)
+        await wait_until(lambda: len(inbox_b) == len(sent))
+    assert inbox_b == sent
+    wire_bytes = sum(4 + len(codec.encode(message)) for message in sent)
+    assert a.counters["frames_sent"] == len(sent) == b.counters["frames_received"]
+    assert a.counters["bytes_sent"] == wire_bytes == b.counters["bytes_received"]
 
 
 async def test_a_message_to_itself_is_delivered_locally(make: Factory) -> None:

@@ -74,7 +74,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple, TypeAlias, assert_never
+from functools import partial
+from itertools import chain
+from typing import NamedTuple, TypeAlias, assert_never, cast
 
 import msgpack
 
@@ -202,6 +204,11 @@ class RegisterState(NamedTuple):
 
 
 EMPTY_STATE = RegisterState()
+# A Ballot from a checked (counter, proposer) pair, without the NamedTuple's
+# Python-level __new__ (origins_from_wire makes eight per accept).
+_ballot = cast(Callable[[tuple[int, str]], Ballot], partial(tuple.__new__, Ballot))
+# One packer, reused (packb builds a new one per call); the core runs on one thread.
+_pack = msgpack.Packer(use_bin_type=True).pack
 # Origins a state keeps: how many changes by others a retry can look through
 # to find out whether its own earlier accept took effect (else: TIMEOUT).
 ORIGINS_KEPT = 8
@@ -209,27 +216,33 @@ ORIGINS_KEPT = 8
 
 def origins_to_wire(origins: tuple[Ballot, ...]) -> list[str | int]:
     """``[counter, proposer, counter, proposer, ...]``, newest first."""
-    flat: list[str | int] = []
-    for ballot in origins:
-        flat += [ballot.counter, ballot.proposer]
-    return flat
+    return list(chain.from_iterable(origins))  # a Ballot is the pair (counter, proposer)
 
 
 def origins_from_wire(flat: object, version: object) -> tuple[Ballot, ...] | None:
     """The inverse of ``origins_to_wire``, or None unless well-formed: real
-    ballots, strictly decreasing, ``min(version, ORIGINS_KEPT)`` of them."""
+    ballots, strictly decreasing, ``min(version, ORIGINS_KEPT)`` of them.
+    (On every accept and every stored row read: one plain loop.)"""
     if type(flat) is not list or type(version) is not int or version < 0:
         return None
     if len(flat) != 2 * min(version, ORIGINS_KEPT):
         return None
     origins: list[Ballot] = []
-    for counter, proposer in zip(flat[::2], flat[1::2], strict=True):
-        if not (_is_natural(counter) and counter >= 1 and type(proposer) is str and proposer):
+    previous: Ballot | None = None
+    pairs = iter(flat)
+    for counter, proposer in zip(pairs, pairs, strict=True):  # an even length, checked above
+        if not (
+            type(counter) is int
+            and 1 <= counter <= INT64_MAX
+            and type(proposer) is str
+            and proposer
+        ):
             return None
-        ballot = Ballot(counter, proposer)
-        if origins and not ballot < origins[-1]:
+        ballot = _ballot((counter, proposer))
+        if previous is not None and not ballot < previous:
             return None
         origins.append(ballot)
+        previous = ballot
     return tuple(origins)
 
 
@@ -265,7 +278,7 @@ class AcceptorState:
             s.expires_at_ms,
             origins_to_wire(s.origins),
         ]
-        packed: bytes = msgpack.packb(row, use_bin_type=True)
+        packed: bytes = _pack(row)
         return packed
 
     @classmethod

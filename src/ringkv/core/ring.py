@@ -42,6 +42,13 @@ Fallback nodes for a sloppy quorum (Dynamo §4.6) are the rest of the walk, in
 walk order. Failure detection never changes the ring; only a committed
 membership change does, and each committed ring has an ``epoch``.
 Built-in ``hash()`` is never used: it differs between processes.
+
+Every message about a key asks for its preference list (the proposer, then
+each acceptor checking it is a home), so each ``Ring`` memoizes them: all the
+keys of one arc share a list, and a ring's lists never change, so the memo is
+keyed by (first vnode, replica count) and lives inside the immutable ring.
+A ring change builds a new ``Ring`` with an empty memo: no list of another
+ring can ever be served.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ __all__ = [
     "ring_epoch",
     "TOKEN_BITS",
     "TOKEN_MAX",
+    "PREFERENCE_MEMO_MAX",
     "TOKENS_PER_WEIGHT_DEFAULT",
     "VNODES_MAX",
     "Member",
@@ -85,6 +93,10 @@ TOKENS_PER_WEIGHT_DEFAULT = 64
 # A limit on everything (STYLE.md rule 8): 2**18 vnodes is 4096 nodes of
 # weight 1 at the default density, and builds in well under a second.
 VNODES_MAX = 2**18
+# Preference lists memoized per ring (one per arc and replica count in use):
+# every arc of a ring of up to 64 nodes at the default density, for 4 counts.
+# Past it the oldest entry is dropped (a memo: it is computed again).
+PREFERENCE_MEMO_MAX = 2**14
 
 
 class RingError(ValueError):
@@ -139,6 +151,10 @@ class Ring:
     _host_ids: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _zone_count: int = field(init=False, repr=False, compare=False)
     _host_count: int = field(init=False, repr=False, compare=False)
+    # (first vnode, replica count) -> preference list; see preference_list.
+    _preference_memo: dict[tuple[int, int], tuple[str, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for member in self.members:
@@ -164,6 +180,7 @@ class Ring:
         setattr_(self, "_host_ids", host_ids)
         setattr_(self, "_zone_count", max(zone_ids) + 1)
         setattr_(self, "_host_count", max(host_ids) + 1)
+        setattr_(self, "_preference_memo", {})
 
     @property
     def placement_aware(self) -> bool:
@@ -311,11 +328,19 @@ def preference_list(ring: Ring, key_token_value: int, n: int) -> tuple[str, ...]
         raise RingError(f"replica count n must be an integer >= 1, got {n!r}")
     start = _first_vnode(ring, key_token_value)
     count = min(n, len(ring.members))
+    memo = ring._preference_memo
+    found = memo.get((start, count))
+    if found is not None:
+        return found
     if ring.placement_aware:
         chosen = _placed_indexes(ring, start, count)
     else:
         chosen = _walk_indexes(ring, start, count)
-    return tuple(ring.node_ids[i] for i in chosen)
+    homes = tuple(ring.node_ids[i] for i in chosen)
+    if len(memo) >= PREFERENCE_MEMO_MAX:
+        del memo[next(iter(memo))]  # the oldest
+    memo[(start, count)] = homes
+    return homes
 
 
 def fallback_order(ring: Ring, key_token_value: int, n: int) -> tuple[str, ...]:
