@@ -83,10 +83,12 @@ def test_acknowledged_sets_survive_kill_9(tmp_path: Path, restartable: list[Serv
     assert connect(again).dbsize() == sum(1 for v in acked.values() if v is not None)
 
 
+@pytest.mark.parametrize("commit", ["in-place", "commit-thread"])
 def test_concurrent_writers_acknowledged_right_before_kill_9(
-    tmp_path: Path, restartable: list[ServerProcess]
+    tmp_path: Path, restartable: list[ServerProcess], commit: str
 ) -> None:
-    proc = spawn_server(tmp_path)
+    # --commit-thread: the fsync runs while the loop takes the next writes.
+    proc = spawn_server(tmp_path, *(["--commit-thread"] if commit == "commit-thread" else []))
     restartable.append(proc)
     acked: list[dict[bytes, bytes]] = [{} for _ in range(5)]
     stop = threading.Event()
@@ -122,6 +124,9 @@ def test_concurrent_writers_acknowledged_right_before_kill_9(
         assert time.monotonic() < deadline, "writers too slow"
         assert all(t.is_alive() for t in threads), "a writer stopped early"
         time.sleep(0.01)
+    persistence = connect(proc).info("persistence")
+    pipelined = persistence["group_commits_pipelined"]
+    assert (pipelined > 0) == (commit == "commit-thread"), persistence
     proc.kill9()  # while every writer is still writing
     stop.set()
     for t in threads:

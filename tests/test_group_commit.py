@@ -41,22 +41,29 @@ def committed(engine: LmdbEngine, commit: object) -> None:
 
 @pytest.mark.parametrize("policy", [FsyncPolicy.BATCH, FsyncPolicy.NEVER])
 def test_only_always_commits_on_the_thread(tmp_path: Path, policy: FsyncPolicy) -> None:
-    engine = LmdbEngine(tmp_path / "db", fsync=policy, map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", fsync=policy, map_size=2**26, commit_thread=True)
     engine.table("t").put(b"k", b"v", 0)
     assert engine.start_commit() is None  # a commit without fsync is cheaper in place
     assert engine.dirty
     engine.close()
 
 
+def test_commits_in_place_unless_asked(tmp_path: Path) -> None:
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26)  # --commit-thread is off by default
+    engine.table("t").put(b"k", b"v", 0)
+    assert engine.start_commit() is None and engine.dirty
+    engine.close()
+
+
 def test_nothing_to_commit_starts_nothing(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     engine.table("t")
     assert engine.start_commit() is None
     engine.close()
 
 
 def test_writes_made_during_a_commit_win_and_wait_for_the_next(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     table = engine.table("t")
     table.put(b"overwritten", b"old", 0)
     table.put(b"deleted", b"old", 0)
@@ -87,7 +94,7 @@ def test_writes_made_during_a_commit_win_and_wait_for_the_next(tmp_path: Path) -
 
 
 def test_only_what_was_committed_is_durable_before_the_next_commit(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     table = engine.table("t")
     table.put(b"first", b"1", 0)
     commit = engine.start_commit()
@@ -111,7 +118,7 @@ def test_only_what_was_committed_is_durable_before_the_next_commit(tmp_path: Pat
 
 
 def test_a_clear_during_a_commit_is_not_undone_by_it(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     table = engine.table("t")
     table.put(b"a", b"1", 0)
     table.put(b"b", b"1", 0)
@@ -128,7 +135,7 @@ def test_a_clear_during_a_commit_is_not_undone_by_it(tmp_path: Path) -> None:
 
 
 def test_expiry_index_changed_during_a_commit(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     table = engine.table("t")
     table.put(b"k", b"v", 1_000)
     commit = engine.start_commit()
@@ -145,7 +152,7 @@ def test_expiry_index_changed_during_a_commit(tmp_path: Path) -> None:
 def test_a_failed_commit_keeps_its_writes_pending_for_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     table = engine.table("t")
     table.put(b"k", b"v", 0)
     real_apply = lmdb_engine._TableSnapshot.apply
@@ -168,7 +175,7 @@ def test_a_failed_commit_keeps_its_writes_pending_for_the_next(
 
 
 def test_flush_and_new_tables_wait_for_the_commit_in_flight(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     gate = threading.Event()
     real_run = engine._run_commit
 
@@ -204,7 +211,7 @@ class Collect:
 
 
 async def test_replies_wait_for_the_commit_that_covers_their_turn(tmp_path: Path) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     gate = threading.Event()
     real_run = engine._run_commit
     started: list[int] = []
@@ -247,7 +254,7 @@ async def test_replies_wait_for_the_commit_that_covers_their_turn(tmp_path: Path
 async def test_a_failed_pipelined_commit_answers_outcome_unknown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = LmdbEngine(tmp_path / "db", map_size=2**26)
+    engine = LmdbEngine(tmp_path / "db", map_size=2**26, commit_thread=True)
     node = Node(NodeConfig(node_id="n1"), engine, random.Random(1), now_ms())
     host = NodeHost(node, engine)
     host.start()

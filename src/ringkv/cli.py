@@ -173,6 +173,7 @@ _KNOBS = {
         _Knob("--engine", "choice", "lmdb", choices=tuple(EngineChoice)),
         _Knob("--fsync", "choice", "always", choices=tuple(FsyncChoice)),
         _Knob("--fsync-interval-ms", "int", 100, 1, 3_600_000),
+        _Knob("--commit-thread", "bool", False),
         _Knob("--requirepass", "str", None),
         _Knob("--max-key-bytes", "size", 8 * 1024, 1),
         _Knob("--max-value-bytes", "size", 8 * 1024 * 1024, 1),
@@ -289,6 +290,7 @@ def resolve_serve_settings(
         engine=values["engine"],
         fsync=FsyncPolicy(values["fsync"]),
         fsync_interval_ms=values["fsync_interval_ms"],
+        commit_thread=values["commit_thread"],
         requirepass=values["requirepass"],
         max_key_bytes=values["max_key_bytes"],
         max_value_bytes=values["max_value_bytes"],
@@ -441,6 +443,15 @@ def serve(
     cluster_secret: Annotated[
         str | None,
         _opt("--cluster-secret", "The secret itself (for tests; shows in `ps`).", False),
+    ] = None,
+    commit_thread: Annotated[
+        bool | None,
+        typer.Option(
+            "--commit-thread",
+            envvar="RINGKV_COMMIT_THREAD",
+            help="fsync on a thread of its own (--fsync always; see the README).",
+            show_default="off",
+        ),
     ] = None,
     faults: Annotated[
         bool | None,

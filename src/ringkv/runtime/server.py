@@ -55,6 +55,7 @@ class ServerSettings:
     engine: str = "lmdb"  # memory | lmdb
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
     fsync_interval_ms: int = 100
+    commit_thread: bool = False  # pipelined group commit (storage/lmdb_engine.py)
     requirepass: str | None = None
     max_key_bytes: int = 8 * 1024
     max_value_bytes: int = 8 * 1024 * 1024
@@ -95,7 +96,12 @@ def open_engine(settings: ServerSettings) -> Engine:
         return MemoryEngine(maxmemory=settings.maxmemory)
     from ringkv.storage.lmdb_engine import LmdbEngine
 
-    return LmdbEngine(settings.data_dir, fsync=settings.fsync, map_size=settings.lmdb_map_size)
+    return LmdbEngine(
+        settings.data_dir,
+        fsync=settings.fsync,
+        map_size=settings.lmdb_map_size,
+        commit_thread=settings.commit_thread,
+    )
 
 
 @dataclass
@@ -235,6 +241,7 @@ class Server:
         return {
             "engine": self.engine.name,
             "fsync": self.engine.fsync.value,
+            "commit_thread": int(self.settings.commit_thread),
             "group_commits": self.host.commits,
             "group_commits_pipelined": self.host.pipelined_commits,
             "group_commit_failures": self.host.commit_failures,
