@@ -2,15 +2,18 @@
 
 ``codec.decode`` runs straight-line decoders generated from the message
 annotations, and ``paxos.origins_from_wire`` / ``AcceptorState.unpack`` are
-written out for speed. Each is checked here against a reference: the
-readable implementation it replaced, kept below verbatim, on rows that are
-mostly well-formed with a few fields replaced by junk of every msgpack type
-(and boundary integers), so both acceptance and each kind of refusal are hit.
+written out for speed. Each is checked here against a reference (the
+codec's: the readable implementation it replaced, kept verbatim; the
+origins': a plain statement of format 2, and of format 1 as it was read) on
+rows that are mostly well-formed with a few fields replaced by junk of every
+msgpack type (and boundary integers), so both acceptance and each kind of
+refusal are hit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from collections.abc import Callable
@@ -89,11 +92,11 @@ def _is_natural(value: object) -> bool:
     return type(value) is int and 0 <= value <= INT64_MAX
 
 
-def reference_origins_from_wire(flat: object, version: object) -> tuple[Ballot, ...] | None:
-    """paxos.origins_from_wire as it was."""
+def reference_window(flat: object, version: object) -> tuple[Ballot, ...] | None:
+    """Format 1's origins (the ballots of the last 8 versions), as they were read."""
     if type(flat) is not list or type(version) is not int or version < 0:
         return None
-    if len(flat) != 2 * min(version, ORIGINS_KEPT):
+    if len(flat) != 2 * min(version, 8):
         return None
     origins: list[Ballot] = []
     for counter, proposer in zip(flat[::2], flat[1::2], strict=True):
@@ -106,8 +109,51 @@ def reference_origins_from_wire(flat: object, version: object) -> tuple[Ballot, 
     return tuple(origins)
 
 
+def _real(counter: object, proposer: object) -> bool:
+    return (
+        type(counter) is int
+        and 1 <= counter <= INT64_MAX
+        and type(proposer) is str
+        and proposer != ""
+    )
+
+
+def reference_origins_from_wire(
+    flat: object, version: object
+) -> tuple[tuple[Ballot, ...], Ballot] | None:
+    """paxos.origins_from_wire, written plainly: the latest change of each
+    proposer (distinct, strictly decreasing, 1 to min(version, ORIGINS_KEPT)
+    of them), then a horizon no newer than the last; nothing at version 0."""
+    if type(flat) is not list or type(version) is not int or version < 0:
+        return None
+    if version == 0:
+        return ((), paxos.ZERO_BALLOT) if len(flat) == 0 else None
+    if len(flat) % 2:
+        return None
+    pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+    if not 2 <= len(pairs) <= min(version, ORIGINS_KEPT) + 1:
+        return None
+    *entries, (h_counter, h_proposer) = pairs
+    if not all(_real(c, p) for c, p in entries):
+        return None
+    ballots = [Ballot(typing.cast(int, c), typing.cast(str, p)) for c, p in entries]
+    if any(not later < earlier for earlier, later in itertools.pairwise(ballots)):
+        return None
+    if len({b.proposer for b in ballots}) != len(ballots):
+        return None
+    if type(h_counter) is int and h_counter == 0 and type(h_proposer) is str and h_proposer == "":
+        horizon = paxos.ZERO_BALLOT
+    elif _real(h_counter, h_proposer):
+        horizon = Ballot(typing.cast(int, h_counter), typing.cast(str, h_proposer))
+    else:
+        return None
+    if horizon > ballots[-1]:
+        return None
+    return tuple(ballots), horizon
+
+
 def reference_unpack(data: bytes) -> AcceptorState:
-    """AcceptorState.unpack as it was."""
+    """AcceptorState.unpack, written plainly (formats 2 and 1)."""
     try:
         row = msgpack.unpackb(data, raw=False, use_list=True)
     except (ValueError, msgpack.UnpackException) as exc:
@@ -115,7 +161,7 @@ def reference_unpack(data: bytes) -> AcceptorState:
     if not isinstance(row, list) or len(row) != 9:
         raise AcceptorStateError("acceptor state is not a row of 9 fields")
     fmt, p_counter, p_node, a_counter, a_node, value, version, expires, flat = row
-    if type(fmt) is not int or fmt != paxos.ACCEPTOR_STATE_FORMAT:
+    if type(fmt) is not int or fmt not in (1, 2):
         raise AcceptorStateError(f"acceptor state has an unknown format {fmt!r}")
     if not (
         _is_natural(p_counter)
@@ -127,10 +173,21 @@ def reference_unpack(data: bytes) -> AcceptorState:
         and _is_natural(expires)
     ):
         raise AcceptorStateError("acceptor state: a field has the wrong type")
-    origins = reference_origins_from_wire(flat, version)
+    if fmt == 2:
+        origins = reference_origins_from_wire(flat, version)
+    else:
+        window = reference_window(flat, version)
+        origins = None
+        if window is not None:
+            newest: list[Ballot] = []
+            for ballot in window:
+                if all(b.proposer != ballot.proposer for b in newest):
+                    newest.append(ballot)
+            dropped = version > len(window)
+            origins = (tuple(newest), window[-1] if dropped else paxos.ZERO_BALLOT)
     if origins is None:
         raise AcceptorStateError("acceptor state: malformed origins")
-    state = RegisterState(value, version, expires, origins)
+    state = RegisterState(value, version, expires, *origins)
     promised, accepted = Ballot(p_counter, p_node), Ballot(a_counter, a_node)
     if not state.origin <= accepted <= promised:
         raise AcceptorStateError("acceptor state: ballots out of order")
@@ -248,8 +305,35 @@ proposers = st.one_of(st.sampled_from(["", "p1", "p2", "p1~2"]), st.binary(max_s
 
 @st.composite
 def flats(draw: st.DrawFn) -> list[object]:
-    """Origins that are mostly well-formed: decreasing, with now and then a junk item."""
+    """Origins that are mostly well-formed (distinct proposers, decreasing, a
+    horizon), with now and then a junk item, a repeated proposer or no horizon."""
     count = draw(st.integers(0, ORIGINS_KEPT + 1))
+    start = draw(st.integers(1, 30))
+    names = draw(st.permutations([f"p{i}" for i in range(ORIGINS_KEPT + 2)]))
+    flat: list[object] = []
+    for i in range(count):
+        flat += [start + count - i, names[i] if draw(st.integers(0, 9)) else "p0"]
+    horizon = draw(st.sampled_from(["zero", "below", "equal", "above", "none"]))
+    if flat and horizon != "none":
+        last = typing.cast(int, flat[-2])
+        tails: dict[str, list[object]] = {
+            "zero": [0, ""],
+            "below": [max(last - 1, 0), "h" if last > 1 else ""],
+            "equal": [last, flat[-1]],
+            "above": [last + 1, "h"],
+        }
+        flat += tails[horizon]
+    for _ in range(draw(st.integers(0, 2))):
+        if flat:
+            index = draw(st.integers(0, len(flat) - 1))
+            flat[index] = draw(counters if index % 2 == 0 else proposers)
+    return flat
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> list[object]:
+    """Format 1 origins: decreasing ballots of p1 and p2, some junk."""
+    count = draw(st.integers(0, 9))
     start = draw(st.integers(1, 30))
     flat: list[object] = []
     for i in range(count):
@@ -261,33 +345,36 @@ def flats(draw: st.DrawFn) -> list[object]:
     return flat
 
 
-@settings(max_examples=400)
+@settings(max_examples=600)
 @given(flats(), st.one_of(st.integers(-1, ORIGINS_KEPT + 3), st.booleans(), st.none()))
 def test_origins_from_wire_agrees_with_the_reference(flat: list[object], version: object) -> None:
     got = paxos.origins_from_wire(flat, version)
     assert got == reference_origins_from_wire(flat, version)
     if got is not None:
-        assert all(type(ballot) is Ballot for ballot in got)
-        assert paxos.origins_to_wire(got) == flat  # and back
+        origins, horizon = got
+        assert all(type(ballot) is Ballot for ballot in origins)
+        assert paxos.origins_to_wire(origins, horizon) == flat  # and back
 
 
 @settings(max_examples=400)
 @given(
+    st.sampled_from([1, 2]),
     st.integers(0, 12),
-    flats(),
+    st.data(),
     st.lists(st.tuples(st.integers(0, 8), st.one_of(counters, proposers, junk)), max_size=2),
 )
 def test_acceptor_state_unpack_agrees_with_the_reference(
-    version: int, flat: list[object], replacements: list[tuple[int, object]]
+    fmt: int, version: int, data: st.DataObject, replacements: list[tuple[int, object]]
 ) -> None:
-    row: list[object] = [1, 40, "p2", 35, "p1", b"v", version, 0, flat]
+    flat = data.draw(flats() if fmt == 2 else windows())
+    row: list[object] = [fmt, 40, "p2", 35, "p1", b"v", version, 0, flat]
     for index, value in replacements:
         row[index] = value
-    data = msgpack.packb(row, use_bin_type=True)
+    packed = msgpack.packb(row, use_bin_type=True)
 
     def outcome(unpack: Callable[[bytes], AcceptorState]) -> tuple[str, object]:
         try:
-            return "ok", unpack(data)
+            return "ok", unpack(packed)
         except AcceptorStateError as exc:
             return "error", str(exc)
 
@@ -296,4 +383,4 @@ def test_acceptor_state_unpack_agrees_with_the_reference(
     if got[0] == "ok":
         state = typing.cast(AcceptorState, got[1])
         assert type(state.promised) is Ballot and type(state.state) is RegisterState
-        assert AcceptorState.unpack(state.pack()) == state
+        assert AcceptorState.unpack(state.pack()) == state  # written back as format 2

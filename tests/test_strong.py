@@ -27,7 +27,7 @@ import pytest
 
 from ringkv.check.history import FAIL, INFO, OK, Event, Recorder
 from ringkv.check.linearizability import check_register
-from ringkv.core import codec, ops
+from ringkv.core import codec, ops, paxos
 from ringkv.core import messages as msg
 from ringkv.core.config import LOCKS_KEYSPACE, KeyspaceSpec, Level, NodeConfig
 from ringkv.core.errors import ErrorKind, OpError
@@ -1083,3 +1083,23 @@ def test_a_cache_engine_never_evicts_acceptor_state_or_hints() -> None:
     assert engine.evicted_keys > 0
     assert node.count_keys("ks") == 300  # every acceptor row kept
     assert value_of(local(node, get(b"s0"))) == b"x" * 200
+
+
+def test_a_stale_one_round_trip_promise_after_many_writes_elsewhere_still_writes_once() -> None:
+    """n1 keeps its promise for the key; n2 then writes it more times than a
+    state keeps versions. n1's next write goes out on the stale promise, is
+    refused, and its retry can still tell that its own accept is not in the
+    chain (the chain keeps n1's latest change, not a window of versions):
+    it writes once instead of answering TIMEOUT."""
+    net = make_net()
+    net.call("n1", put(b"k", b"7"))  # an integer: the stale change is a write, not an error
+    assert ("ks", b"k") in net.nodes["n1"]._leader_caches
+    for i in range(2 * paxos.ORIGINS_KEPT + 1):
+        mutation = ops.IncrBy(1) if i else ops.Put(b"0")
+        assert net.call("n2", Mutate("ks", b"k", mutation)) == Versioned(i if i else True, i + 2)
+    result = net.call("n1", Mutate("ks", b"k", ops.IncrBy(100)))
+    assert result == Versioned(2 * paxos.ORIGINS_KEPT + 100, 2 * paxos.ORIGINS_KEPT + 3)
+    assert net.nodes["n1"].strong_stats.timeouts == 0
+    assert net.call("n3", get(b"k", Level.LINEARIZABLE)) == RegisterValue(
+        b"%d" % (2 * paxos.ORIGINS_KEPT + 100), 2 * paxos.ORIGINS_KEPT + 3
+    )

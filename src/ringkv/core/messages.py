@@ -239,7 +239,8 @@ class RangeScanReply:
 
 # CASPaxos (core/paxos.py). Ballots travel as (counter, proposer) pairs of
 # fields; a register state as value, version, expires_at_ms and ``origins``
-# (``paxos.origins_to_wire``: [counter, proposer, counter, proposer, ...]).
+# (``paxos.origins_to_wire``: [counter, proposer, ..., horizon counter,
+# horizon proposer]).
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

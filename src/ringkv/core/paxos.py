@@ -34,17 +34,19 @@ conflict, and the proposer falls back to the two phases.
 fails after its accept was sent may still take effect later: an acceptor may
 hold it, and a later proposer that sees it with the highest ballot builds on
 it. Applying ``f`` again in the next round could then apply it twice. So
-every change increments ``version`` and every state carries ``origins``: the
-ballots of the rounds that made its last ``ORIGINS_KEPT`` versions (newest
-first). The committed states form one chain in which versions grow by one
-per change, so a retry round that reads state X can tell, for each changed
-state S this operation proposed before, whether S is X or an ancestor of X
-(X's origin ``X.version - S.version`` back is S's round): then S took
-effect; the round commits X and answers what S's round computed. When
-neither is an ancestor, ``f`` runs again on X; once that round commits, the
-older accepts (lower ballots) can never be chosen. When S is further back
-than X's window, nobody can tell, and the answer is TIMEOUT (unknown). The
-operation ends:
+every change increments ``version`` and every state carries ``origins``: for
+each of the last ``ORIGINS_KEPT`` proposers to change the key, the ballot of
+its latest change in the chain (newest first), and a ``horizon``, at least
+the newest ballot ever dropped from that list. A proposer makes one state per
+ballot and runs one operation per key at a time, so a retry round that reads
+state X can tell, for each changed state S this operation proposed before,
+whether S is X or an ancestor of X (``RegisterState.made_by``: X's entry for
+this proposer is S's round): then S took effect; the round commits X and
+answers what S's round computed. When none is, ``f`` runs again on X; once
+that round commits, the older accepts (lower ballots) can never be chosen.
+Only when the proposer's entry was pushed out by ``ORIGINS_KEPT`` others
+(S's ballot at or below the horizon) can nobody tell, and the answer is
+TIMEOUT (unknown). The operation ends:
 
 * with ``f``'s result when a round commits (a MISMATCH is definite);
 * ``UNAVAILABLE`` (definite, no effect) when it gives up and no accept
@@ -162,14 +164,17 @@ class RegisterState(NamedTuple):
     ``value`` None means absent (never written, or deleted: a tombstone).
     ``version`` counts the changes committed to the key (0 before the first).
     ``expires_at_ms`` 0 is never; otherwise a reader past it sees the key
-    absent. ``origins``: the ballots of the rounds that made this version and
-    the ones before it, newest first, ``min(version, ORIGINS_KEPT)`` of them
-    (a read writes a state back unchanged, origins included)."""
+    absent. ``origins``: for each of the last ``ORIGINS_KEPT`` proposers to
+    change the key, the ballot of its latest change in this state's chain,
+    newest first (so ``origins[0]`` made this version). ``horizon``: at least
+    the newest ballot ever dropped from ``origins`` (ZERO_BALLOT: none ever
+    was). A read writes a state back unchanged, origins included."""
 
     value: bytes | None = None
     version: int = 0
     expires_at_ms: int = 0
     origins: tuple[Ballot, ...] = ()
+    horizon: Ballot = ZERO_BALLOT
 
     @property
     def origin(self) -> Ballot:
@@ -177,23 +182,34 @@ class RegisterState(NamedTuple):
         return self.origins[0] if self.origins else ZERO_BALLOT
 
     def made_by(self, origin: Ballot, version: int) -> bool | None:
-        """Whether version ``version`` of this state's chain was made by the
-        round ``origin``: True, False, or None when it is out of the window."""
-        back = self.version - version
-        if back < 0:
-            return False
-        if back >= len(self.origins):
-            return None
-        return self.origins[back] == origin
+        """Whether the change of version ``version`` made by round ``origin``
+        is in this state's chain: True, False, or None (cannot tell).
+
+        A proposer makes one state per ballot, and a chain keeps its
+        proposer's entry at its latest change: if that state is in the chain,
+        the entry is its ballot or a later one of the same proposer; if the
+        entry was dropped, ``horizon`` is at least its ballot."""
+        if self.version < version:
+            return False  # the chain has not reached that version
+        for ballot in self.origins:
+            if ballot.proposer == origin.proposer:
+                return ballot == origin
+        return False if origin > self.horizon else None
 
     def successor(self, value: bytes | None, expires_at_ms: int, origin: Ballot) -> RegisterState:
         """The next version, made by round ``origin``."""
         assert origin > self.origin
+        origins = (origin, *(b for b in self.origins if b.proposer != origin.proposer))
+        horizon = self.horizon
+        if len(origins) > ORIGINS_KEPT:
+            horizon = max(horizon, origins[ORIGINS_KEPT])  # newest first: the newest dropped
+            origins = origins[:ORIGINS_KEPT]
         return RegisterState(
             value=value,
             version=self.version + 1,
             expires_at_ms=expires_at_ms if value is not None else 0,
-            origins=(origin, *self.origins[: ORIGINS_KEPT - 1]),
+            origins=origins,
+            horizon=horizon,
         )
 
     def live_value(self, now_ms: int) -> bytes | None:
@@ -205,29 +221,42 @@ class RegisterState(NamedTuple):
 
 EMPTY_STATE = RegisterState()
 # A Ballot from a checked (counter, proposer) pair, without the NamedTuple's
-# Python-level __new__ (origins_from_wire makes eight per accept).
+# Python-level __new__ (origins_from_wire makes several per accept).
 _ballot = cast(Callable[[tuple[int, str]], Ballot], partial(tuple.__new__, Ballot))
 # One packer, reused (packb builds a new one per call); the core runs on one thread.
 _pack = msgpack.Packer(use_bin_type=True).pack
-# Origins a state keeps: how many changes by others a retry can look through
-# to find out whether its own earlier accept took effect (else: TIMEOUT).
+# Proposers whose latest change a state remembers: a retry can tell whether
+# its own earlier accept took effect however many changes others made since,
+# unless this many other proposers changed the key after it (then TIMEOUT).
 ORIGINS_KEPT = 8
 
 
-def origins_to_wire(origins: tuple[Ballot, ...]) -> list[str | int]:
-    """``[counter, proposer, counter, proposer, ...]``, newest first."""
-    return list(chain.from_iterable(origins))  # a Ballot is the pair (counter, proposer)
+def origins_to_wire(origins: tuple[Ballot, ...], horizon: Ballot) -> list[str | int]:
+    """``[counter, proposer, ..., horizon counter, horizon proposer]``, origins
+    newest first; ``[]`` for a state never changed (no origins)."""
+    if not origins:
+        assert horizon == ZERO_BALLOT
+        return []
+    flat: list[str | int] = list(chain.from_iterable(origins))  # a Ballot is a pair
+    flat += horizon
+    return flat
 
 
-def origins_from_wire(flat: object, version: object) -> tuple[Ballot, ...] | None:
-    """The inverse of ``origins_to_wire``, or None unless well-formed: real
-    ballots, strictly decreasing, ``min(version, ORIGINS_KEPT)`` of them.
-    (On every accept and every stored row read: one plain loop.)"""
+def origins_from_wire(flat: object, version: object) -> tuple[tuple[Ballot, ...], Ballot] | None:
+    """The inverse of ``origins_to_wire``, or None unless well-formed: for
+    version 0 nothing; else 1 to ``min(version, ORIGINS_KEPT)`` real ballots
+    of distinct proposers, strictly decreasing, then a horizon no newer than
+    the last of them (ZERO_BALLOT, or a real ballot). (On every accept and
+    every stored row read: one plain loop.)"""
     if type(flat) is not list or type(version) is not int or version < 0:
         return None
-    if len(flat) != 2 * min(version, ORIGINS_KEPT):
+    if version == 0:
+        return ((), ZERO_BALLOT) if not flat else None
+    pairs_count, odd = divmod(len(flat), 2)
+    if odd or not 2 <= pairs_count <= min(version, ORIGINS_KEPT) + 1:
         return None
     origins: list[Ballot] = []
+    proposers: set[str] = set()
     previous: Ballot | None = None
     pairs = iter(flat)
     for counter, proposer in zip(pairs, pairs, strict=True):  # an even length, checked above
@@ -237,20 +266,67 @@ def origins_from_wire(flat: object, version: object) -> tuple[Ballot, ...] | Non
             and type(proposer) is str
             and proposer
         ):
+            if (
+                len(origins) == pairs_count - 1
+                and type(counter) is int
+                and counter == 0
+                and type(proposer) is str
+                and not proposer
+            ):
+                return tuple(origins), ZERO_BALLOT  # the horizon: nothing ever dropped
             return None
         ballot = _ballot((counter, proposer))
-        if previous is not None and not ballot < previous:
+        if len(origins) == pairs_count - 1:  # the horizon
+            return (tuple(origins), ballot) if ballot <= origins[-1] else None
+        if (previous is not None and not ballot < previous) or proposer in proposers:
             return None
         origins.append(ballot)
+        proposers.add(proposer)
         previous = ballot
-    return tuple(origins)
+    return None  # unreachable: the last pair is the horizon
+
+
+def _window_from_wire(flat: object, version: object) -> tuple[Ballot, ...] | None:
+    """Format 1's origins: ``min(version, 8)`` real ballots, strictly
+    decreasing (the rounds of the last versions), or None."""
+    if type(flat) is not list or type(version) is not int or version < 0:
+        return None
+    if len(flat) != 2 * min(version, 8):
+        return None
+    window: list[Ballot] = []
+    pairs = iter(flat)
+    for counter, proposer in zip(pairs, pairs, strict=True):
+        if not (_is_natural(counter) and counter >= 1 and type(proposer) is str and proposer):
+            return None
+        ballot = Ballot(counter, proposer)
+        if window and not ballot < window[-1]:
+            return None
+        window.append(ballot)
+    return tuple(window)
+
+
+def _origins_from_window(
+    window: tuple[Ballot, ...], version: int
+) -> tuple[tuple[Ballot, ...], Ballot]:
+    """Origins and horizon from the format 1 window (the ballots of the last
+    ``min(version, 8)`` versions): each proposer's newest entry; when older
+    versions had been dropped, the horizon is the oldest ballot kept (every
+    dropped one is older)."""
+    newest: dict[str, Ballot] = {}
+    for ballot in window:
+        newest.setdefault(ballot.proposer, ballot)  # newest first: the first is the latest
+    dropped = version > len(window)
+    return tuple(newest.values())[:ORIGINS_KEPT], window[-1] if dropped else ZERO_BALLOT
 
 
 class AcceptorStateError(ValueError):
     """Stored acceptor state that could not be decoded."""
 
 
-ACCEPTOR_STATE_FORMAT = 1
+# 2: origins as the last change of each of the last proposers, and a horizon
+# (origins_to_wire). 1, still read: origins as the window of the ballots of
+# the last 8 versions.
+ACCEPTOR_STATE_FORMAT = 2
 _PACKED_FIELDS = 9
 
 
@@ -276,7 +352,7 @@ class AcceptorState:
             s.value,
             s.version,
             s.expires_at_ms,
-            origins_to_wire(s.origins),
+            origins_to_wire(s.origins, s.horizon),
         ]
         packed: bytes = _pack(row)
         return packed
@@ -291,7 +367,7 @@ class AcceptorState:
         if not isinstance(row, list) or len(row) != _PACKED_FIELDS:
             raise AcceptorStateError("acceptor state is not a row of 9 fields")
         fmt, p_counter, p_node, a_counter, a_node, value, version, expires, flat = row
-        if type(fmt) is not int or fmt != ACCEPTOR_STATE_FORMAT:
+        if type(fmt) is not int or fmt not in (1, ACCEPTOR_STATE_FORMAT):
             raise AcceptorStateError(f"acceptor state has an unknown format {fmt!r}")
         if not (
             _is_ballot(p_counter, p_node)
@@ -301,10 +377,14 @@ class AcceptorState:
             and _is_natural(expires)
         ):
             raise AcceptorStateError("acceptor state: a field has the wrong type")
-        origins = origins_from_wire(flat, version)
+        if fmt == ACCEPTOR_STATE_FORMAT:
+            origins = origins_from_wire(flat, version)
+        else:
+            window = _window_from_wire(flat, version)
+            origins = None if window is None else _origins_from_window(window, version)
         if origins is None:
             raise AcceptorStateError("acceptor state: malformed origins")
-        state = RegisterState(value, version, expires, origins)
+        state = RegisterState(value, version, expires, *origins)
         promised, accepted = Ballot(p_counter, p_node), Ballot(a_counter, a_node)
         if not state.origin <= accepted <= promised:
             raise AcceptorStateError("acceptor state: ballots out of order")
@@ -420,7 +500,7 @@ def on_prepare(
         value=s.value,
         version=s.version,
         expires_at_ms=s.expires_at_ms,
-        origins=origins_to_wire(s.origins),
+        origins=origins_to_wire(s.origins, s.horizon),
     )
 
 
@@ -480,7 +560,7 @@ def _message_state(message: PaxosAccept | PaxosPromise) -> RegisterState | None:
     origins = origins_from_wire(message.origins, message.version)
     if origins is None or not _is_natural(message.expires_at_ms):
         return None
-    return RegisterState(message.value, message.version, message.expires_at_ms, origins)
+    return RegisterState(message.value, message.version, message.expires_at_ms, *origins)
 
 
 # -- change functions --------------------------------------------------------------
@@ -948,7 +1028,7 @@ class Proposal:
                     value=state.value,
                     version=state.version,
                     expires_at_ms=state.expires_at_ms,
-                    origins=origins_to_wire(state.origins),
+                    origins=origins_to_wire(state.origins, state.horizon),
                 ),
             )
             for acceptor in self.acceptors
