@@ -389,6 +389,14 @@ def test_three_processes_linearizable_cas_locks_then_a_minority(
     assert http("PUT", key_url.format(n1.http_port), b"v5", {"If-Match": etag})[0] == 412
     with ringkv.Client(f"http://127.0.0.1:{n2.http_port}", keyspace=STRONG) as db:
         assert db.cas("k", "v4", "v6") == int(etag.strip('"')) + 2
+    # The CASPaxos work each node did shows in INFO (# Strong) and in /metrics.
+    counts = [strong_client(n.resp_port).info("strong") for n in three_strong]
+    assert sum(c["paxos_proposals"] for c in counts) >= 20  # every write above is a round
+    assert sum(c["paxos_fast_path"] for c in counts) > 0  # a node continuing on its promise
+    assert sum(c["paxos_fast_reads"] for c in counts) > 0  # linearizable GETs without a round
+    assert sum(c["paxos_acceptor_writes"] for c in counts) > 0
+    status, _, metrics = http("GET", f"http://127.0.0.1:{n1.http_port}/metrics")
+    assert status == 200 and b"ringkv_paxos_fast_reads" in metrics
     # One of three killed: a majority of every key's homes is left.
     n3.kill9()
     poll(lambda: r1.set("k", "after-one") is True, 10, "writes with two of three")
