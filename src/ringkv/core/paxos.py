@@ -947,22 +947,22 @@ class Proposal:
 
     def _prepare(self, now_ms: int) -> list[Send]:
         self._begin_round(now_ms, self.ballots.next())
-        self.round_trips += 1
-        return [
-            (
-                acceptor,
-                PaxosPrepare(
-                    src=self.src,
-                    req_id=self.req_id,
-                    ring_epoch=self.ring_epoch,
-                    keyspace=self.keyspace,
-                    key=self.key,
-                    ballot_counter=self._ballot.counter,
-                    ballot_proposer=self._ballot.proposer,
-                ),
+        return self._broadcast(
+            PaxosPrepare(
+                src=self.src,
+                req_id=self.req_id,
+                ring_epoch=self.ring_epoch,
+                keyspace=self.keyspace,
+                key=self.key,
+                ballot_counter=self._ballot.counter,
+                ballot_proposer=self._ballot.proposer,
             )
-            for acceptor in self.acceptors
-        ]
+        )
+
+    def _broadcast(self, message: PaxosPrepare | PaxosAccept) -> list[Send]:
+        """One phase's message to every acceptor: the same (frozen) object."""
+        self.round_trips += 1
+        return [(acceptor, message) for acceptor in self.acceptors]
 
     def _on_promise(self, reply: PaxosPromise, now_ms: int) -> list[Send]:
         if not reply.ok:
@@ -1012,27 +1012,22 @@ class Proposal:
             self._to(Phase.ACCEPTING)
         self._proposed, self._result = state, result
         self._next = self.ballots.next()
-        self.round_trips += 1
-        return [
-            (
-                acceptor,
-                PaxosAccept(
-                    src=self.src,
-                    req_id=self.req_id,
-                    ring_epoch=self.ring_epoch,
-                    keyspace=self.keyspace,
-                    key=self.key,
-                    ballot_counter=self._ballot.counter,
-                    ballot_proposer=self._ballot.proposer,
-                    next_counter=self._next.counter,
-                    value=state.value,
-                    version=state.version,
-                    expires_at_ms=state.expires_at_ms,
-                    origins=origins_to_wire(state.origins, state.horizon),
-                ),
+        return self._broadcast(
+            PaxosAccept(
+                src=self.src,
+                req_id=self.req_id,
+                ring_epoch=self.ring_epoch,
+                keyspace=self.keyspace,
+                key=self.key,
+                ballot_counter=self._ballot.counter,
+                ballot_proposer=self._ballot.proposer,
+                next_counter=self._next.counter,
+                value=state.value,
+                version=state.version,
+                expires_at_ms=state.expires_at_ms,
+                origins=origins_to_wire(state.origins, state.horizon),
             )
-            for acceptor in self.acceptors
-        ]
+        )
 
     def _on_accepted(self, reply: PaxosAccepted, now_ms: int) -> list[Send]:
         if not reply.ok:
