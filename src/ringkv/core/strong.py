@@ -157,6 +157,7 @@ from ringkv.core.paxos import (
     Written,
 )
 from ringkv.core.record import Version
+from ringkv.core.replication import required_acks
 from ringkv.core.requests import (
     Cas,
     Inspect,
@@ -186,7 +187,6 @@ __all__ = [
     "agreement_possible",
     "freshest",
     "mutation_change",
-    "read_quorum",
     "read_register",
     "register_value",
     "versioned_cas",
@@ -305,25 +305,6 @@ def agreement_possible(states: Iterable[AcceptorState], outstanding: int, needed
     agreeing on one accepted ballot (False: fall back to a full round)."""
     assert needed >= 1 and outstanding >= 0
     return max(_agreement(states).values(), default=0) + outstanding >= needed
-
-
-def read_quorum(level: Level, acceptors: int, acks: int = 0) -> int:
-    """Acceptors a read below linearizable waits for: an explicit R, else by
-    level (``one`` 1, ``all`` N, the quorums a majority).
-
-    >>> [read_quorum(level, 3) for level in (Level.ONE, Level.QUORUM, Level.ALL)]
-    [1, 2, 3]
-    """
-    assert acceptors >= 1
-    if acks:
-        return max(1, min(acks, acceptors))
-    match level:
-        case Level.ONE:
-            return 1
-        case Level.ALL:
-            return acceptors
-        case Level.QUORUM | Level.LOCAL_QUORUM | Level.LINEARIZABLE:
-            return paxos.majority(acceptors)
 
 
 def wrong_level(what: str, spec: KeyspaceSpec | None, name: str) -> OpError:
@@ -495,7 +476,7 @@ class Strong(NodeParts):
                 level = level or spec.level
                 homes = self._homes(spec, key)
                 if level is not Level.LINEARIZABLE:
-                    needed = read_quorum(level, len(homes), acks)
+                    needed = required_acks(level, len(homes), acks)
                     return self._start_register_read(spec, key, needed, token, now_ms)
                 if homes != (self.config.node_id,):
                     needed = paxos.majority(len(homes))
