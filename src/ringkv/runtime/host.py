@@ -134,9 +134,14 @@ class NodeHost:
             self._loop.call_soon(self.end_turn)
 
     def _send_all(self, messages: list[tuple[str, Message]]) -> None:
-        send = self.send
+        send, me = self.send, self.node.config.node_id
         for dst, message in messages:
-            if send is None:
+            if dst == me:
+                # To the node itself (its acceptor's answer to its own
+                # proposal, after the commit: core/node.py): the next turn.
+                assert self._loop is not None
+                self._loop.call_soon(self.on_message, message)
+            elif send is None:
                 self.messages_unsent += 1
             else:
                 send(dst, message)

@@ -389,10 +389,6 @@ class Server:
     def _send_to_peer(self, dst: str, message: Message) -> None:
         """Look the destination up (a node id, or "addr:host:port" for a seed) and send."""
         assert self.transport is not None
-        if dst == self.node.config.node_id:
-            # Our own acceptor's answer, sent after the commit (core/node.py).
-            asyncio.get_running_loop().call_soon(self.host.on_message, message)
-            return
         if dst.startswith("addr:"):
             addr: str | None = dst[len("addr:") :]
         else:
