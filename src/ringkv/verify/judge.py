@@ -68,7 +68,7 @@ def judge(data: RunData) -> Judgement:
     elif options.workload == "counter":
         lagging = options.level != "linearizable"
         verdicts.append(check_counter(data.events, lagging_allowed=lagging).verdict())
-    if options.mode != "strong":  # a strong keyspace's acceptors need not converge
+    if options.compares_replicas:
         convergence = check_convergence(
             data.replicas, data.homes, converged_after_ms=data.recovery_ms
         )

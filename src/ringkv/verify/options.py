@@ -31,6 +31,17 @@ class VerifyOptions:
     # the deliberate bug the checkers must catch.
     broken_ack_without_storing: bool = False
 
+    @property
+    def strong(self) -> bool:
+        return self.mode == "strong"
+
+    @property
+    def compares_replicas(self) -> bool:
+        """Whether the home replicas must converge: lww/causal ones do; a
+        strong keyspace's acceptors need not (a minority may lag behind the
+        committed state for good), so the executors collect nothing for it."""
+        return not self.strong
+
     def describe(self) -> str:
         faults = ",".join(self.faults) or "none"
         return (

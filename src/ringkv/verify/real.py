@@ -180,7 +180,7 @@ async def _run(
     faults = schedule(fault_rng, cluster.ids, options.faults, duration_ms)
     started = time.monotonic()
     recorder = Recorder(clock=lambda: int((time.monotonic() - started) * 1e9))
-    workload = make_workload(options.workload, cas=options.mode == "strong")
+    workload = make_workload(options.workload, cas=options.strong)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         await _create_keyspace(http, cluster, options)
         nemesis = _Nemesis(cluster, http)
@@ -208,7 +208,7 @@ async def _run(
             for spec in workload.final_reads():
                 await driver.final_read(1000 + index, node, spec)
         await asyncio.sleep(2)  # read repairs land
-        touched = sorted(driver.touched) if options.mode != "strong" else []
+        touched = sorted(driver.touched) if options.compares_replicas else []
         replicas, homes = await _collect_replicas(http, cluster, touched)
         await driver.close()
     return RunData(

@@ -54,7 +54,7 @@ def run_simulated(options: VerifyOptions, progress: Callable[[str], None] | None
     for step in steps(faults, duration_ms):
         sim.schedule(step.at_ms, step.label or step.action, _applier(sim, step))
     recorder = Recorder(clock=lambda: sim.now * 1_000_000)
-    workload = make_workload(options.workload, cas=options.mode == "strong")
+    workload = make_workload(options.workload, cas=options.strong)
     runner = _Runner(sim, recorder, options)
     rng = sim.workload_rng
     for client in range(options.processes):
@@ -83,9 +83,7 @@ def run_simulated(options: VerifyOptions, progress: Callable[[str], None] | None
     n = min(options.n_replicas, options.nodes)
     replicas: dict[str, dict[str, list[Any] | None]] = {}
     homes: dict[str, tuple[str, ...]] = {}
-    # A strong keyspace's acceptors need not converge (a minority may lag
-    # behind the committed state for good); only lww/causal replicas are compared.
-    for key in sorted(runner.touched) if options.mode != "strong" else []:
+    for key in sorted(runner.touched) if options.compares_replicas else []:
         raw = key.encode()
         homes[key] = preference_list(sim.ring, key_token(raw), n)
         replicas[key] = {
@@ -170,7 +168,7 @@ class _Runner:
 
         if spec.f in ("read", "write", "cas", "add") and self.options.workload != "set":
             self.touched.add(spec.key)
-        if self.options.mode == "strong":
+        if self.options.strong:
             self._strong(node, spec, finish)
         elif spec.f == "read" and spec.members:
             self._read_set(node, spec, finish)
