@@ -872,17 +872,10 @@ class Strong(NodeParts):
         if busy is not None:
             return busy
         read_id = self._new_id()
-        for home in homes:
-            if home != me:
-                self._messages.append(
-                    (
-                        home,
-                        PaxosRead(
-                            src=me, req_id=read_id, ring_epoch=self.ring.epoch,
-                            keyspace=spec.name, key=key,
-                        ),
-                    )
-                )  # fmt: skip
+        ask = PaxosRead(
+            src=me, req_id=read_id, ring_epoch=self.ring.epoch, keyspace=spec.name, key=key
+        )
+        self._messages.extend((home, ask) for home in homes if home != me)
         self._register_reads[read_id] = pending
         if linearizable:
             self._push_timer(pending.fallback_at_ms, read_id)
@@ -906,8 +899,7 @@ class Strong(NodeParts):
             if cached is not None and cached.state.version < agreed.version:
                 # Another proposer changed the key since this node's last
                 # round, at a ballot above the cached one: an accept with the
-                # cache could only meet a conflict, and leave an accept the
-                # retry may be unable to place (paxos.py, exactly once). The
+                # cache could only meet a conflict and cost a round trip. The
                 # next round prepares above the promises seen instead.
                 del self._leader_caches[(pending.spec.name, pending.key)]
                 self._ballots.observe(max(s.promised for s in pending.states.values()))
