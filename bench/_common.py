@@ -92,6 +92,19 @@ class HarnessError(RuntimeError):
     """A server did not start, a tool failed, or a result does not add up."""
 
 
+def run_main(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: its exit code; Ctrl-C and HarnessError
+    said in one line (every server it started is stopped by then)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: every started server was stopped")
+        sys.exit(130)
+    except HarnessError as exc:
+        console.print(f"benchmark failed: {exc}", style="red", markup=False)
+        sys.exit(1)
+
+
 # -- small helpers -------------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ from _common import (
     markdown_table,
     median,
     resp_call,
+    run_main,
     stop_on_signals,
     timestamp,
     write_results,
@@ -1312,11 +1313,4 @@ def _has_uvloop() -> bool:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: every started server was stopped")
-        sys.exit(130)
-    except HarnessError as exc:
-        console.print(f"benchmark failed: {exc}", style="red", markup=False)
-        sys.exit(1)
+    run_main(main)

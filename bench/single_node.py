@@ -48,6 +48,7 @@ from _common import (
     py_spy_wrapper,
     redis_benchmark,
     resp_call,
+    run_main,
     stop_on_signals,
     summarize_collapsed,
     timestamp,
@@ -548,11 +549,4 @@ def report(payload: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: every started server was stopped")
-        sys.exit(130)
-    except HarnessError as exc:
-        console.print(f"benchmark failed: {exc}", style="red", markup=False)
-        sys.exit(1)
+    run_main(main)
